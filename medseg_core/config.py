@@ -1,0 +1,147 @@
+"""Shared config keys, safe YAML loading and the one place that builds a full project config.
+
+Detectron2's ``CfgNode.merge_from_file`` falls back to ``yaml.unsafe_load`` when a file has
+Python tags; :class:`SafeCfgNode` never does. Unknown keys and malformed files raise
+:class:`~medseg_core.errors.ConfigError` naming the file.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, List, Optional, Sequence
+
+from . import compat  # noqa: F401
+
+import torch
+import yaml
+from detectron2.config import CfgNode as _D2CfgNode
+from detectron2.config import get_cfg
+
+from .errors import ConfigError
+
+__all__ = ["SafeCfgNode", "add_medseg_config", "get_project_cfg", "load_config"]
+
+
+class SafeCfgNode(_D2CfgNode):
+    """A Detectron2 ``CfgNode`` that only ever loads YAML with ``yaml.safe_load``."""
+
+    def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
+        if allow_unsafe:
+            raise ConfigError(f"{cfg_filename}: unsafe YAML loading is disabled in this project")
+        if not os.path.isfile(cfg_filename):
+            raise ConfigError(f"{cfg_filename}: config file does not exist")
+        try:
+            super().merge_from_file(cfg_filename, allow_unsafe=False)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{cfg_filename}: not valid (safe) YAML: {e}") from e
+        except KeyError as e:
+            raise ConfigError(f"{cfg_filename}: {e.args[0] if e.args else e}") from e
+        except (AssertionError, ValueError) as e:
+            raise ConfigError(f"{cfg_filename}: {e}") from e
+
+    def merge_from_list(self, cfg_list: list) -> None:
+        try:
+            super().merge_from_list(cfg_list)
+        except (KeyError, AssertionError, ValueError) as e:
+            raise ConfigError(f"command-line options {list(cfg_list)}: {e}") from e
+
+
+def add_medseg_config(cfg: _D2CfgNode) -> None:
+    """Add the keys shared by every project (data mapping, solver extras, weight EMA, eval)."""
+    from detectron2.config import CfgNode as CN
+
+    # Run on the GPU when one is visible, else on the CPU (Detectron2's default is "cuda").
+    cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    # Name of the dataset mapper in medseg_core.data.DATASET_MAPPER_REGISTRY; "" picks one
+    # from the training set's evaluator_type ("coco" -> instance, "sem_seg", "volume").
+    cfg.INPUT.DATASET_MAPPER_NAME = ""
+    # Resize every image (and mask) to this (H, W) in training and test; (0, 0) keeps
+    # Detectron2's shortest-edge resizing. LGMSNet-style semantic models use (256, 256).
+    cfg.INPUT.FIXED_SIZE = (0, 0)
+    # Random 90-degree rotation (p = 0.5) in the semantic mapper (LGMSNet's RandomRotate90).
+    cfg.INPUT.RANDOM_ROTATE90 = False
+    # Instance mask format: "auto" reads it from the registered data set ("bitmask" when any
+    # annotation is RLE, else "polygon"); "polygon" or "bitmask" force one.
+    cfg.INPUT.MASK_FORMAT = "auto"
+    # Detectron2 drops training images without annotations by default; images with no
+    # instances are valid negatives in medical video, so keep them.
+    cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+    # Optimizer: "SGD" or "ADAMW".
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    # Power of the "WarmupPolyLR" schedule (lr * (1 - it / max_iter) ** power).
+    cfg.SOLVER.POLY_LR_POWER = 0.9
+    # Final LR factor of "WarmupPolyLR" and "WarmupLinearLR" (Ultralytics lrf = 0.01).
+    cfg.SOLVER.END_LR_FACTOR = 0.0
+    # Momentum at the start of warm-up, ramped linearly to SOLVER.MOMENTUM (Ultralytics 0.8);
+    # a negative value keeps the momentum fixed.
+    cfg.SOLVER.WARMUP_MOMENTUM = -1.0
+    # Gradient accumulation: an optimizer step every this many iterations (1 = every iteration).
+    cfg.SOLVER.ACCUMULATE_STEPS = 1
+    # Weight averaging of the whole model (Polyak/EMA of weights, as YOLO trainers do), used
+    # for evaluation and saved in checkpoints. Not to be confused with EMA attention.
+    cfg.MODEL_EMA = CN()
+    # Enable the weight-EMA hook.
+    cfg.MODEL_EMA.ENABLED = False
+    # Final decay of the average; the effective decay ramps as DECAY * (1 - exp(-n / TAU)).
+    cfg.MODEL_EMA.DECAY = 0.9999
+    # Ramp time constant of the decay, in optimizer updates.
+    cfg.MODEL_EMA.TAU = 2000.0
+    # Evaluate (and load in --eval-only) the averaged weights instead of the raw ones.
+    cfg.MODEL_EMA.USE_FOR_EVAL = True
+    # Evaluators to run, by name in medseg_core.evaluation.EVALUATOR_REGISTRY; empty picks
+    # them from each test set's evaluator_type.
+    cfg.TEST.EVALUATORS = []
+    # Maximum detections per image passed to COCOEvaluator (COCO's default is 100).
+    cfg.TEST.DETECTIONS_PER_IMAGE_EVAL = 100
+    # Check every registered image/mask file (exists, decodable header, sizes agree) before
+    # training starts, so that a bad file fails in seconds rather than hours in.
+    cfg.DATASETS.VALIDATE = True
+
+
+def _project_config_functions():
+    from .projects import project_config_functions
+
+    return project_config_functions()
+
+
+def get_project_cfg() -> SafeCfgNode:
+    """Detectron2 defaults + shared keys + every installed project's ``add_*_config``."""
+    cfg = SafeCfgNode(get_cfg())
+    add_medseg_config(cfg)
+    for fn in _project_config_functions():
+        fn(cfg)
+    return cfg
+
+
+def load_config(
+    config_file: Optional[str], opts: Sequence[str] = (), freeze: bool = True
+) -> SafeCfgNode:
+    """Build the full config from a YAML file and ``KEY VALUE`` overrides."""
+    cfg = get_project_cfg()
+    if config_file:
+        cfg.merge_from_file(config_file)
+    if opts:
+        cfg.merge_from_list(list(opts))
+    from .data.registration import resolve_mask_format
+
+    resolve_mask_format(cfg)
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def list_config_files(root: str, include_base: bool = False) -> List[str]:
+    """Every YAML config under ``root`` (``Base-*.yaml`` only with ``include_base``)."""
+    out = []
+    for dirpath, _, files in os.walk(root):
+        for f in sorted(files):
+            if f.endswith(".yaml") and (include_base or not f.startswith("Base")):
+                out.append(os.path.join(dirpath, f))
+    return sorted(out)
+
+
+def iter_opts(pairs: Iterable[tuple]) -> List[str]:
+    """Flatten ``[(key, value), ...]`` into Detectron2's ``opts`` list."""
+    out: List[str] = []
+    for k, v in pairs:
+        out += [k, str(v)]
+    return out

@@ -1,0 +1,166 @@
+"""Dataset mappers, chosen by name through ``DATASET_MAPPER_REGISTRY``.
+
+``INPUT.DATASET_MAPPER_NAME`` selects one; empty picks the default for the data set's
+``evaluator_type`` ("coco" -> "instance", "sem_seg" -> "semantic", "volume" -> "volume").
+Projects register their own (e.g. LMSF-A's YOLO mosaic mapper) in the same registry.
+
+Every mapper turns an unreadable image or mask into a
+:class:`~medseg_core.errors.DatasetError` that names the file.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .. import compat  # noqa: F401
+
+from detectron2.data import DatasetMapper, MetadataCatalog
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.utils.registry import Registry
+
+from ..errors import DatasetError
+
+DATASET_MAPPER_REGISTRY = Registry("DATASET_MAPPER")
+DATASET_MAPPER_REGISTRY.__doc__ = """
+Dataset mappers by name. A registered object is called as ``obj(cfg, is_train)`` and returns a
+callable that maps one Detectron2 dataset dict to the model's input dict.
+"""
+
+DEFAULT_MAPPER_BY_TYPE = {"coco": "instance", "sem_seg": "semantic", "volume": "volume"}
+
+__all__ = ["DATASET_MAPPER_REGISTRY", "build_dataset_mapper", "read_image_checked", "read_label_mask"]
+
+
+def read_image_checked(file_name: str, fmt: str) -> np.ndarray:
+    try:
+        return utils.read_image(file_name, format=fmt)
+    except FileNotFoundError as e:
+        raise DatasetError(f"{file_name}: image file does not exist") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"{file_name}: cannot decode image ({e})") from e
+
+
+def read_label_mask(
+    file_name: str,
+    num_classes: int,
+    ignore_label: int = 255,
+    value_map: Optional[Dict[int, int]] = None,
+    threshold: Optional[int] = None,
+) -> np.ndarray:
+    """Read a label mask as int64 class ids; unmapped or out-of-range values -> ``ignore_label``."""
+    try:
+        with Image.open(file_name) as im:
+            raw = np.asarray(im.convert("L") if im.mode not in ("L", "P", "I", "I;16") else im)
+    except FileNotFoundError as e:
+        raise DatasetError(f"{file_name}: mask file does not exist") from e
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DatasetError(f"{file_name}: cannot decode mask ({e})") from e
+    raw = raw.astype(np.int64)
+    if threshold is not None:
+        return (raw > threshold).astype(np.int64)
+    if value_map:
+        lut_size = max(int(raw.max()) + 1, max(int(k) for k in value_map) + 1)
+        lut = np.full(lut_size, ignore_label, dtype=np.int64)
+        for k, v in value_map.items():
+            lut[int(k)] = int(v)
+        return lut[raw]
+    out = raw.copy()
+    out[(raw >= num_classes) & (raw != ignore_label)] = ignore_label
+    return out
+
+
+def build_dataset_mapper(cfg, is_train: bool, dataset_name: Optional[str] = None) -> Callable:
+    name = cfg.INPUT.DATASET_MAPPER_NAME
+    if not name:
+        ds = dataset_name or (cfg.DATASETS.TRAIN[0] if is_train else cfg.DATASETS.TEST[0])
+        etype = MetadataCatalog.get(ds).get("evaluator_type", "coco")
+        name = DEFAULT_MAPPER_BY_TYPE.get(etype, "instance")
+    return DATASET_MAPPER_REGISTRY.get(name)(cfg, is_train)
+
+
+class CheckedDatasetMapper(DatasetMapper):
+    """Detectron2's ``DatasetMapper`` with file-naming errors for unreadable images."""
+
+    def __call__(self, dataset_dict):
+        try:
+            return super().__call__(dataset_dict)
+        except DatasetError:
+            raise
+        except FileNotFoundError as e:
+            raise DatasetError(f"{dataset_dict.get('file_name')}: image file does not exist") from e
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise DatasetError(f"{dataset_dict.get('file_name')}: cannot decode image ({e})") from e
+
+
+@DATASET_MAPPER_REGISTRY.register()
+def instance(cfg, is_train: bool):
+    """Detectron2's standard instance mapper (resize shortest edge, flip) with checked reads."""
+    return CheckedDatasetMapper(cfg, is_train)
+
+
+class SemanticMapper:
+    """Image + label mask mapper for semantic segmentation.
+
+    Training: optional fixed resize (``INPUT.FIXED_SIZE``), random 90-degree rotation
+    (``INPUT.RANDOM_ROTATE90``) and flips (``INPUT.RANDOM_FLIP`` "horizontal", "vertical",
+    "both" or "none"). Test: only the resize. Masks are remapped through the data set's
+    ``mask_value_map`` / ``mask_threshold`` (see ``register_semantic_folder``).
+    """
+
+    def __init__(self, cfg, is_train: bool):
+        self.is_train = is_train
+        self.image_format = cfg.INPUT.FORMAT
+        fh, fw = cfg.INPUT.FIXED_SIZE
+        augs: List[T.Augmentation] = []
+        if fh > 0 and fw > 0:
+            augs.append(T.Resize((fh, fw)))
+        elif not is_train and cfg.INPUT.MIN_SIZE_TEST > 0:
+            augs.append(T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST))
+        if is_train:
+            flip = cfg.INPUT.RANDOM_FLIP
+            if flip in ("horizontal", "both"):
+                augs.append(T.RandomFlip(horizontal=True, vertical=False))
+            if flip in ("vertical", "both"):
+                augs.append(T.RandomFlip(horizontal=False, vertical=True))
+            if cfg.INPUT.RANDOM_ROTATE90:
+                augs.append(T.RandomApply(T.RandomRotation([90, 90], expand=True, sample_style="choice"), 0.5))
+        self.augs = T.AugmentationList(augs)
+
+    def __call__(self, dataset_dict: Dict) -> Dict:
+        d = copy.deepcopy(dataset_dict)
+        image = read_image_checked(d["file_name"], self.image_format)
+        sem = None
+        if "sem_seg_file_name" in d:
+            sem = read_label_mask(
+                d["sem_seg_file_name"],
+                num_classes=d.get("num_classes", 256),
+                ignore_label=d.get("ignore_label", 255),
+                value_map=d.get("mask_value_map"),
+                threshold=d.get("mask_threshold"),
+            )
+            if sem.shape != image.shape[:2]:
+                raise DatasetError(
+                    f"{d['sem_seg_file_name']}: mask is {sem.shape[0]}x{sem.shape[1]} but image "
+                    f"{d['file_name']} is {image.shape[0]}x{image.shape[1]}"
+                )
+        d.setdefault("height", image.shape[0])
+        d.setdefault("width", image.shape[1])
+        aug_input = T.AugInput(image, sem_seg=sem.astype(np.uint8) if sem is not None and sem.max() < 256 else sem)
+        self.augs(aug_input)
+        image = aug_input.image
+        d["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if sem is not None and self.is_train:
+            d["sem_seg"] = torch.as_tensor(np.ascontiguousarray(aug_input.sem_seg).astype(np.int64))
+        elif sem is not None:
+            d.pop("sem_seg", None)
+        return d
+
+
+@DATASET_MAPPER_REGISTRY.register()
+def semantic(cfg, is_train: bool):
+    return SemanticMapper(cfg, is_train)

@@ -1,0 +1,5 @@
+"""Evaluators by name (``EVALUATOR_REGISTRY``) and the default choice per data set type."""
+from .. import compat  # noqa: F401
+
+from .registry import EVALUATOR_REGISTRY, build_evaluators, DEFAULT_EVALUATORS_BY_TYPE
+from . import coco, semantic  # noqa: F401  (register "coco", "sem_seg")

@@ -1,0 +1,4 @@
+"""medseg_baselines project."""
+import medseg_core  # noqa: F401  (compatibility shim before detectron2)
+
+from .config import add_baselines_config

@@ -1,0 +1,4 @@
+"""lightmedseg project."""
+import medseg_core  # noqa: F401  (compatibility shim before detectron2)
+
+from .config import add_lightmedseg_config
