@@ -1,0 +1,84 @@
+"""Helpers for tests and smoke checks: build configs and run a few real train/eval steps.
+
+Used by the test suites of every project, so that "one training step on real images" means
+the same thing everywhere: the project's registered mapper, model, optimizer and loss, driven
+by the shared trainer's step loop.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from . import compat  # noqa: F401
+
+from detectron2.data import DatasetCatalog
+from detectron2.utils.events import EventStorage
+
+from .config import load_config
+
+__all__ = ["load_test_cfg", "train_steps", "inference_outputs", "shared_data_or_skip"]
+
+
+def load_test_cfg(config_file: Optional[str], *opts, output_dir: Optional[str] = None):
+    """Config on the CPU with no workers, written into a temporary OUTPUT_DIR."""
+    output_dir = output_dir or tempfile.mkdtemp(prefix="medseg-test-")
+    base = ["MODEL.DEVICE", "cpu", "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", output_dir]
+    return load_config(config_file, base + [str(o) for o in opts])
+
+
+def train_steps(cfg, num_steps: int = 1) -> List[Dict[str, float]]:
+    """Run ``num_steps`` optimizer steps of the shared trainer; returns the loss dicts."""
+    from .engine.trainer import MedSegTrainer
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.DATASETS.VALIDATE = False
+    cfg.freeze()
+    model = MedSegTrainer.build_model(cfg)
+    optimizer = MedSegTrainer.build_optimizer(cfg, model)
+    loader = MedSegTrainer.build_train_loader(cfg)
+    model.train()
+    history = []
+    with EventStorage(0) as storage:
+        for it, batch in zip(range(num_steps), loader):
+            storage.iter = it
+            loss_dict = model(batch)
+            loss = sum(loss_dict.values())
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            history.append({k: float(v.detach()) for k, v in loss_dict.items()})
+    return history
+
+
+@torch.no_grad()
+def inference_outputs(cfg, model, dataset_name: str, num_images: int = 2) -> List[Dict]:
+    """Model outputs for the first ``num_images`` of a registered data set (test mapper)."""
+    from .engine.trainer import MedSegTrainer
+
+    loader = MedSegTrainer.build_test_loader(cfg, dataset_name)
+    model.eval()
+    out = []
+    for batch in itertools.islice(loader, num_images):
+        out += [(b, o) for b, o in zip(batch, model(batch))]
+    return out
+
+
+def shared_data_or_skip(pytest_module) -> str:
+    """The shared data root; skip (or, under CI=true, fail) when it is absent."""
+    from .data.builtin import datasets_root, missing_builtin_reason
+
+    reason = missing_builtin_reason()
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest_module.fail(f"CI=true but {reason}")
+        pytest_module.skip(reason)
+    return datasets_root()
+
+
+def registered(name: str) -> bool:
+    return name in DatasetCatalog.list()
