@@ -95,6 +95,10 @@ def add_medseg_config(cfg: _D2CfgNode) -> None:
     # Check every registered image/mask file (exists, decodable header, sizes agree) before
     # training starts, so that a bad file fails in seconds rather than hours in.
     cfg.DATASETS.VALIDATE = True
+    # Volumetric (3D) models: MODEL.VOLUMETRIC.* and INPUT.VOLUME.* (one comment per key there).
+    from .modeling.volumetric import add_volumetric_config
+
+    add_volumetric_config(cfg)
 
 
 def _project_config_functions():
@@ -127,6 +131,24 @@ def load_config(
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def set_num_classes(cfg, num_classes: int) -> None:
+    """Set the object-class count (background excluded) of every instance-model head: each
+    ``MODEL.*.NUM_CLASSES`` except semantic heads (``SEM_SEG_HEAD`` counts background), so that
+    one call adapts any instance model of the toolkit to a data set."""
+    def visit(node):
+        for key, val in node.items():
+            if key == "NUM_CLASSES" and isinstance(val, int):
+                node[key] = int(num_classes)
+            elif isinstance(val, _D2CfgNode) and key != "SEM_SEG_HEAD":
+                visit(val)
+
+    was_frozen = cfg.is_frozen()
+    cfg.defrost()
+    visit(cfg.MODEL)
+    if was_frozen:
+        cfg.freeze()
 
 
 def list_config_files(root: str, include_base: bool = False) -> List[str]:
