@@ -10,10 +10,13 @@ from .registration import (
     resolve_mask_format,
 )
 from .smoke import SMOKE_NOTICE, ensure_smoke_instances, make_smoke_labelme, register_smoke_instances
+from .smoke import ensure_smoke_volumes, register_smoke_volumes
 from .split import split_coco_file, stratified_split
 from .mappers import DATASET_MAPPER_REGISTRY, build_dataset_mapper
+from . import volumetric  # noqa: F401  (registers the "volume" mapper)
 
 # Registering the shared development sets by name on import, as Detectron2's builtin data
 # sets do; a missing folder registers nothing.
 register_all_builtin()
 register_smoke_instances()
+register_smoke_volumes()

@@ -155,3 +155,98 @@ def register_smoke_instances() -> None:
             json_file=json_file, image_root=image_root, evaluator_type="coco",
             thing_classes=list(PELD_CLASSES), mask_format="polygon", smoke_test=True,
         )
+
+
+# --------------------------------------------------------------------------- volumes
+SMOKE_VOLUME_CLASSES = ["background", "bright", "dark"]
+# (split, number of volumes); sizes are deliberately not multiples of 16 (padding path)
+_SMOKE_VOLUME_SPLITS = (("train", 8), ("val", 3))
+
+
+def make_smoke_volumes(out_dir: str, split: str, num_volumes: int, seed: int = 0) -> List[str]:
+    """Write ``num_volumes`` small synthetic NIfTI image/label pairs (not medical data).
+
+    Each volume (about 20 x 26 x 18 voxels, spacing 1 x 1 x 1.5 mm) holds a noisy background
+    with two touching ellipsoids: class 1 brighter and class 2 darker than the background, the
+    shape of a 3-label hippocampus crop. Images alternate between float32 and uint8 storage,
+    like the real set.
+    """
+    import nibabel as nib
+
+    img_dir = os.path.join(out_dir, "images", split)
+    lab_dir = os.path.join(out_dir, "labels", split)
+    os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(lab_dir, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    names = []
+    for i in range(num_volumes):
+        shape = (int(rng.integers(18, 23)), int(rng.integers(23, 29)), int(rng.integers(16, 21)))
+        grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).astype(np.float64)
+        label = np.zeros(shape, np.uint8)
+        centre = np.array(shape) / 2 + rng.uniform(-2, 2, 3)
+        axis = rng.normal(size=3)
+        axis /= np.linalg.norm(axis)
+        for cls, sign in ((1, 1.0), (2, -1.0)):
+            c = centre + sign * axis * rng.uniform(2.5, 3.5)
+            radii = rng.uniform(2.5, 4.5, 3)
+            inside = (((grid - c) / radii) ** 2).sum(-1) <= 1.0
+            label[inside & (label == 0)] = cls
+        image = 100.0 + rng.normal(0, 12, shape)
+        image[label == 1] += 70.0
+        image[label == 2] -= 55.0
+        name = f"smoke_vol_{split}_{i:02d}"
+        affine = np.diag([1.0, 1.0, 1.5, 1.0])
+        data = image.astype(np.float32) if i % 2 == 0 else np.clip(image, 0, 255).astype(np.uint8)
+        nib.save(nib.Nifti1Image(data, affine), os.path.join(img_dir, name + ".nii.gz"))
+        nib.save(nib.Nifti1Image(label, affine), os.path.join(lab_dir, name + ".nii.gz"))
+        names.append(name)
+    return names
+
+
+def ensure_smoke_volumes(root: str = "") -> str:
+    """Generate (once, atomically) the volume smoke set; returns its root folder."""
+    import shutil
+    import tempfile
+
+    root = root or os.path.join(smoke_root(), "volumes")
+    done = os.path.join(root, "COMPLETE")
+    if os.path.isfile(done):
+        return root
+    parent = os.path.dirname(os.path.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".smoke-vol-", dir=parent)
+    try:
+        for k, (split, n) in enumerate(_SMOKE_VOLUME_SPLITS):
+            make_smoke_volumes(tmp, split, n, seed=100 + k)
+        open(os.path.join(tmp, "COMPLETE"), "w").close()
+        if os.path.isdir(root):
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    except OSError:
+        # another process may have put a complete set in place meanwhile
+        if not os.path.isfile(done):
+            raise
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def register_smoke_volumes() -> None:
+    """Register ``smoke_vol_{train,val}`` (NIfTI, 3 labels); generated on first use."""
+    from .registration import _register, load_volume_folder
+
+    root = os.path.join(smoke_root(), "volumes")
+    for split, _ in _SMOKE_VOLUME_SPLITS:
+        img_dir = os.path.join(root, "images", split)
+        lab_dir = os.path.join(root, "labels", split)
+
+        def load(img_dir=img_dir, lab_dir=lab_dir):
+            ensure_smoke_volumes(root)
+            return load_volume_folder(img_dir, lab_dir, None, validate=True)
+
+        _register(
+            f"smoke_vol_{split}", load, image_root=img_dir, label_root=lab_dir,
+            evaluator_type="volume", stuff_classes=list(SMOKE_VOLUME_CLASSES), ignore_label=255,
+            smoke_test=True,
+        )
