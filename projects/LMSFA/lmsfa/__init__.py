@@ -1,4 +1,6 @@
-"""lmsfa project."""
+"""lmsfa project: LMSF-A (and the YOLOv8-seg baseline) as a Detectron2 plugin."""
 import medseg_core  # noqa: F401  (compatibility shim before detectron2)
 
 from .config import add_lmsfa_config
+from . import neck  # noqa: F401  (registers build_lmsfa_backbone in BACKBONE_REGISTRY)
+from . import heads  # noqa: F401  (registers the heads in LMSFA_HEAD_REGISTRY)

@@ -1,0 +1,12 @@
+"""LMSF-A segmentation heads (registered in LMSFA_HEAD_REGISTRY, chosen by MODEL.LMSFA.HEAD)."""
+from .base import IN_FEATURES, LMSFA_HEAD_REGISTRY, HeadOutputs, SegmentHeadBase, build_lmsfa_head
+from .efficient import EfficientHead
+from .ladh import LADH
+from .lmsh import LMSH
+from .lqe import LMSH_LQE, LQE, LocationQualityEstimator
+from .segment import Segment
+
+__all__ = [
+    "HeadOutputs", "LMSFA_HEAD_REGISTRY", "build_lmsfa_head", "SegmentHeadBase", "IN_FEATURES",
+    "Segment", "LMSH", "LADH", "LQE", "LMSH_LQE", "EfficientHead", "LocationQualityEstimator",
+]

@@ -1,0 +1,73 @@
+"""LMSH — Lightweight Multi-task Shared Head (paper §III-A "Head", §III-D; the released YAML's
+``Segment_LMSH`` = the community ``Segment_LSCD``; design notes §2.8).
+
+"LMSH employs two shared 3x3 convolutions with GroupNorm to stabilise batch-1 training while
+minimizing parameters" (§III-A). Built as the released model (the prose eq. 17-22 — depthwise
+shared blocks, attention gate, stride-4 decoder, edge stream — are not in it; notes §0 #4):
+
+* per level: stem ConvGN 1x1 (ch_i -> h) (not shared);
+* shared across levels: ConvGN 3x3 (h -> h) -> ConvGN 3x3 (h -> h);
+* shared predictors: Conv 1x1 h -> 4*reg_max (box) and h -> nc (cls);
+* per-level learnable Scale (init 1) on the box logits;
+* coefficient branch per level: ConvGN 1x1 (ch_i -> c4) -> ConvGN 3x3 -> Conv 1x1 -> nm, c4 = max(ch0/4, nm);
+* YOLOv8 Proto (BatchNorm) on P3.
+
+GroupNorm has 16 groups (MODEL.LMSFA.HEAD_GN_GROUPS); the YAML gives only [nc, 32, 256], and only
+hidden width h = proto width = 256 * width = 64 reproduces the paper's counts (notes §2.8, §5.2 #4).
+Bias init: box 1.0, cls log(5 / nc / (640/16)^2) (one value: the predictor is shared).
+Params at nc = 4, ch = 64/128/256, h = 64: 245 559.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..modules.conv import ConvGNAct, Scale, make_divisible
+from .base import LMSFA_HEAD_REGISTRY, SegmentHeadBase, cls_bias_prior
+
+__all__ = ["LMSH"]
+
+
+@LMSFA_HEAD_REGISTRY.register()
+class LMSH(SegmentHeadBase):
+    def __init__(self, in_channels: Sequence[int], strides: Sequence[int], num_classes: int,
+                 reg_max: int = 16, num_protos: int = 32, proto_channels: int = 64,
+                 hidden_channels: int = 64, gn_groups: int = 16) -> None:
+        super().__init__(in_channels, strides, num_classes, reg_max, num_protos, proto_channels)
+        h = hidden_channels
+        c4 = max(in_channels[0] // 4, num_protos)
+        self.conv = nn.ModuleList(ConvGNAct(x, h, 1, gn_groups=gn_groups) for x in in_channels)
+        self.share_conv = nn.Sequential(
+            ConvGNAct(h, h, 3, gn_groups=gn_groups), ConvGNAct(h, h, 3, gn_groups=gn_groups)
+        )
+        self.cv2 = nn.Conv2d(h, 4 * reg_max, 1)
+        self.cv3 = nn.Conv2d(h, num_classes, 1)
+        self.scale = nn.ModuleList(Scale(1.0) for _ in in_channels)
+        self.cv4 = nn.ModuleList(
+            nn.Sequential(ConvGNAct(x, c4, 1, gn_groups=gn_groups), ConvGNAct(c4, c4, 3, gn_groups=gn_groups),
+                          nn.Conv2d(c4, num_protos, 1))
+            for x in in_channels
+        )
+        self.finish_init()
+
+    @classmethod
+    def extra_args(cls, cfg) -> dict:
+        a = cfg.MODEL.LMSFA
+        return dict(
+            hidden_channels=make_divisible(min(a.HEAD_CHANNELS, a.MAX_CHANNELS) * a.WIDTH_MULTIPLE, 8),
+            gn_groups=a.HEAD_GN_GROUPS,
+        )
+
+    def shared_features(self, i: int, x: Tensor) -> Tensor:
+        return self.share_conv(self.conv[i](x))
+
+    def box_cls(self, i: int, x: Tensor) -> Tuple[Tensor, Tensor]:
+        y = self.shared_features(i, x)
+        return self.scale[i](self.cv2(y)), self.cv3(y)
+
+    @torch.no_grad()
+    def bias_init(self) -> None:
+        self.cv2.bias.fill_(1.0)
+        self.cv3.bias.fill_(cls_bias_prior(self.nc, 16))

@@ -1,0 +1,37 @@
+"""TFE — Triple Feature Encoding, ASF-YOLO's ``Zoom_cat`` (paper §III-C2; design notes §2.5).
+
+The paper describes TFE as aligning "large/medium/small features via pooling-based
+downsampling and nearest-neighbour upsampling" (§I) and, in §III-C2 (eq. 13-16), as a
+channel-spatial gating block with an edge loss. Only the former appears in the released model
+(YAML ``Zoom_cat``) and in its parameter/FLOP counts, so that is what is built (notes §0 #4,
+§5.2 #1):
+
+* large (higher resolution) -> adaptive max-pool + adaptive avg-pool to the medium size, summed;
+* small (lower resolution) -> nearest-neighbour interpolation to the medium size;
+* output = concat[large', medium, small'] along channels (3C). No parameters.
+
+Inputs must have equal channels (the 1x1 CBS before it align them). The pooling is functional,
+as in the reference, so module-hook FLOP counters see no operations here (as in the paper's count).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["ZoomCat"]
+
+
+class ZoomCat(nn.Module):
+    """forward([large, medium, small]) -> (B, 3C, H_medium, W_medium)."""
+
+    def forward(self, x: Sequence[Tensor]) -> Tensor:
+        if len(x) != 3:
+            raise ValueError(f"lmsfa/modules/tfe.py: ZoomCat takes [large, medium, small], got {len(x)} maps")
+        large, medium, small = x
+        size = medium.shape[-2:]
+        large = F.adaptive_max_pool2d(large, size) + F.adaptive_avg_pool2d(large, size)
+        small = F.interpolate(small, size=size, mode="nearest")
+        return torch.cat([large, medium, small], dim=1)
