@@ -92,6 +92,12 @@ def add_medseg_config(cfg: _D2CfgNode) -> None:
     cfg.TEST.EVALUATORS = []
     # Maximum detections per image passed to COCOEvaluator (COCO's default is 100).
     cfg.TEST.DETECTIONS_PER_IMAGE_EVAL = 100
+    # Input shape (channels first, no batch) at which medseg_core.complexity counts params/FLOPs:
+    # (C, H, W) for 2D models, (C, D, H, W) for volumetric ones.
+    cfg.TEST.COMPLEXITY_INPUT_SHAPE = (3, 640, 640)
+    # FLOP convention of the model's paper: "thop2x" (2 x legacy-thop ops: Ultralytics, LMSF-A),
+    # "thop" (legacy-thop ops = MACs, e.g. LGMSNet) or "fvcore" (fvcore MACs).
+    cfg.MODEL.FLOPS_CONVENTION = "thop2x"
     # Check every registered image/mask file (exists, decodable header, sizes agree) before
     # training starts, so that a bad file fails in seconds rather than hours in.
     cfg.DATASETS.VALIDATE = True
