@@ -1,7 +1,66 @@
-"""Config keys of the lgms project."""
+"""Config keys of the lgms project (LGMSNet 2D/3D and its U-Net / CMUNeXt baselines).
+
+Models are chosen with Detectron2's own keys: ``MODEL.META_ARCHITECTURE
+"LGMSSemanticSegmentor"``, ``MODEL.BACKBONE.NAME`` ("LGMSNetBackbone", "UNetBackbone",
+"CMUNeXtBackbone"), ``MODEL.SEM_SEG_HEAD.NAME`` ("LGMSNetHead", "UNetHead", "CMUNeXtHead"),
+``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` (classes incl. background: 2 for binary) and
+``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``.
+"""
 from detectron2.config import CfgNode as CN
 
 
 def add_lgms_config(cfg) -> None:
     """Add the lgms keys to a Detectron2 config (in place)."""
     cfg.MODEL.LGMS = CN()
+    # With NUM_CLASSES == 2, emit one foreground logit trained with 0.5*BCE + Dice (LGMSNet
+    # Eq. 9), as the authors' models do; inference exposes it as two channels [0, z] so that
+    # argmax == (sigmoid(z) > 0.5). False: two softmax logits with CE + Dice.
+    cfg.MODEL.LGMS.BINARY_ONE_LOGIT = True
+    # Channel widths of the five stages (strides 1, 2, 4, 8, 16); the released SegmsNet.
+    cfg.MODEL.LGMS.DIMS = [16, 32, 64, 128, 128]
+    # Number of LMS blocks in encoders 1-3 (the authors ignore entries beyond the third).
+    cfg.MODEL.LGMS.DEPTHS = [1, 1, 1]
+    # Depthwise kernel per LMS channel group (Eq. 2; the paper's ablation picks 3, 5, 7, 9).
+    cfg.MODEL.LGMS.LMS_KERNELS = [3, 5, 7, 9]
+    # "code": the released block (residual before GroupNorm, GELU, second residual; gives the
+    # published counts); "paper": Eq. 4 as written (SiLU(GN(.)) + X, no second residual).
+    cfg.MODEL.LGMS.LMS_VARIANT = "code"
+    # [transformer, conv] channel split of the GMS blocks encoder4, encoder5, up5, up4 (T:C = 3:1).
+    cfg.MODEL.LGMS.GMS_SPLITS = [[96, 32], [96, 32], [96, 32], [48, 16]]
+    # Attention heads of the GMS transformer.
+    cfg.MODEL.LGMS.GMS_HEADS = 4
+    # Width of each attention head (inner width = heads * dim_head = 32).
+    cfg.MODEL.LGMS.GMS_DIM_HEAD = 8
+    # Transformer layers per GMS block.
+    cfg.MODEL.LGMS.GMS_DEPTH = 1
+    # FFN hidden width as a multiple of the GMS block's output width (2 -> 256 / 128).
+    cfg.MODEL.LGMS.GMS_MLP_RATIO = 2.0
+    # Side of the MobileViT unfold patch (p = 2 -> 4 token groups in 2D, 8 in 3D).
+    cfg.MODEL.LGMS.GMS_PATCH = 2
+    # Norm of the conv layers: "BN" (2D, authors' 2D code) or "IN" (authors' 3D code).
+    cfg.MODEL.LGMS.NORM = "BN"
+    # Norm of the GMS depthwise conv branch (BatchNorm in both of the authors' 2D and 3D code).
+    cfg.MODEL.LGMS.GMS_BRANCH_NORM = "BN"
+
+    # Loss weights (LGMSNet Eq. 9 for one-logit heads, CE + Dice for multi-class heads).
+    cfg.MODEL.LGMS.LOSS = CN()
+    # Weight of the binary cross-entropy term (Eq. 9: 0.5).
+    cfg.MODEL.LGMS.LOSS.BCE_WEIGHT = 0.5
+    # Weight of the softmax cross-entropy term of multi-class heads.
+    cfg.MODEL.LGMS.LOSS.CE_WEIGHT = 1.0
+    # Weight of the soft Dice term (Eq. 9: 1).
+    cfg.MODEL.LGMS.LOSS.DICE_WEIGHT = 1.0
+    # Smoothing of the soft Dice (the authors' BCEDiceLoss: 1e-5).
+    cfg.MODEL.LGMS.LOSS.DICE_SMOOTH = 1e-5
+
+    cfg.MODEL.UNET = CN()
+    # U-Net widths of the five levels (Ronneberger et al.; 34.5 M parameters with 64..1024).
+    cfg.MODEL.UNET.DIMS = [64, 128, 256, 512, 1024]
+
+    cfg.MODEL.CMUNEXT = CN()
+    # CMUNeXt stage widths (CMUNeXt paper, default model: 16, 32, 128, 160, 256).
+    cfg.MODEL.CMUNEXT.DIMS = [16, 32, 128, 160, 256]
+    # CMUNeXt blocks per encoder stage.
+    cfg.MODEL.CMUNEXT.DEPTHS = [1, 1, 1, 3, 1]
+    # Depthwise kernel size per encoder stage.
+    cfg.MODEL.CMUNEXT.KERNELS = [3, 3, 7, 7, 7]

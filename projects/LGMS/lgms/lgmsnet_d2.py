@@ -1,0 +1,70 @@
+"""LGMSNet in Detectron2: the encoder as a ``Backbone``, the decoder as a semantic head.
+
+``LGMSNetBackbone`` (``BACKBONE_REGISTRY``) outputs ``res1..res5`` at strides 1, 2, 4, 8, 16 with
+``MODEL.LGMS.DIMS`` channels and ``size_divisibility = 32`` (2x2 unfold at stride 16).
+``LGMSNetHead`` (``SEM_SEG_HEADS_REGISTRY``) is Up5..Up2 + the 1x1 classifier. Together, with 3
+input channels and one output logit, they are the authors' ``SegmsNet`` with exactly 2,321,393
+parameters (see :mod:`.lgmsnet`).
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+
+from medseg_core import compat  # noqa: F401
+
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, SEM_SEG_HEADS_REGISTRY, Backbone
+
+from .head import UShapeSemSegHead
+from .lgmsnet import FEATURE_NAMES, SIZE_DIVISIBILITY, LGMSNetDecoder, LGMSNetEncoder
+
+__all__ = ["LGMSNetBackbone", "LGMSNetHead", "lgms_kwargs"]
+
+
+def lgms_kwargs(cfg) -> Dict:
+    """Block options shared by the encoder and the decoder, from ``MODEL.LGMS``."""
+    c = cfg.MODEL.LGMS
+    return dict(
+        dims=list(c.DIMS), splits=[list(s) for s in c.GMS_SPLITS], gms_heads=c.GMS_HEADS,
+        gms_dim_head=c.GMS_DIM_HEAD, gms_depth=c.GMS_DEPTH, gms_mlp_ratio=c.GMS_MLP_RATIO,
+        gms_patch=c.GMS_PATCH, norm=c.NORM, gms_branch_norm=c.GMS_BRANCH_NORM,
+    )
+
+
+@BACKBONE_REGISTRY.register()
+class LGMSNetBackbone(Backbone):
+    """LGMSNet encoder (stem, LMS x3, GMS x2) with Detectron2's backbone interface."""
+
+    def __init__(self, cfg, input_shape: ShapeSpec):
+        super().__init__()
+        c = cfg.MODEL.LGMS
+        self.encoder = LGMSNetEncoder(
+            in_channels=input_shape.channels, depths=list(c.DEPTHS), lms_kernels=list(c.LMS_KERNELS),
+            lms_variant=c.LMS_VARIANT, nd=2, **lgms_kwargs(cfg),
+        )
+        # 2x2 unfold at stride 16 -> multiples of 32 (or more with a larger patch)
+        self._size_divisibility = max(SIZE_DIVISIBILITY, 16 * int(c.GMS_PATCH))
+        self._out_features = list(FEATURE_NAMES)
+        self._out_feature_channels = dict(zip(FEATURE_NAMES, self.encoder.dims))
+        self._out_feature_strides = dict(zip(FEATURE_NAMES, (1, 2, 4, 8, 16)))
+
+    @property
+    def size_divisibility(self) -> int:
+        return self._size_divisibility
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return self.encoder(x)
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class LGMSNetHead(UShapeSemSegHead):
+    """LGMSNet decoder (Up5..Up2: GMS at strides 8 and 4, Fusion at 2 and 1) + 1x1 classifier."""
+
+    def __init__(self, cfg, input_shape: Dict[str, ShapeSpec]):
+        dims = [input_shape[k].channels for k in FEATURE_NAMES]
+        kw = lgms_kwargs(cfg)
+        if dims != kw["dims"]:
+            raise ValueError(f"LGMSNetHead: backbone channels {dims} differ from MODEL.LGMS.DIMS {kw['dims']}")
+        super().__init__(LGMSNetDecoder(nd=2, **kw), dims[0], cfg)

@@ -1,0 +1,74 @@
+"""Meta-architecture of the 2D models of this project: Detectron2's ``SemanticSegmentor`` plus
+the model-resolution output that the paper's metrics need.
+
+The design notes (Sec. 2.3) recommend the encoder as a ``Backbone`` and the decoder as a
+``SEM_SEG_HEADS_REGISTRY`` head; this class wires them exactly like ``SemanticSegmentor``
+(normalise with ``MODEL.PIXEL_MEAN/STD``, pad the batch to the backbone's
+``size_divisibility`` -- 32 for LGMSNet, whose stride-16 GMS block unfolds 2x2 patches -- with
+the ignore value for targets, so any input size works) and returns, per image:
+
+* ``"sem_seg"``: (K, height, width) class scores at the *original* image size (Detectron2's
+  convention; padding cropped, then bilinear resize). For a binary one-logit model K = 2 and
+  the scores are the logits ``[0, z]``.
+* ``"sem_seg_model_res"``: (K, h, w) the same scores at the *model's* input resolution, i.e.
+  the size of ``inputs["image"]`` after the mapper's resize (256x256 with
+  ``INPUT.FIXED_SIZE``), padding cropped, no interpolation. LGMSNet's authors score IoU/F1 on
+  this grid (against masks resized with nearest neighbour), so the evaluator uses it for the
+  ``per_image_*@model_res`` metrics.
+
+``complexity_forward(images)`` runs the network only (backbone + head layers, no
+normalisation, padding or post-processing) on an already normalised (B, C, H, W) tensor, for
+parameter/FLOP counting by ``medseg_core.complexity``.
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+
+from medseg_core import compat  # noqa: F401
+
+from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
+from detectron2.modeling.postprocessing import sem_seg_postprocess
+from detectron2.structures import ImageList
+
+__all__ = ["LGMSSemanticSegmentor"]
+
+
+@META_ARCH_REGISTRY.register()
+class LGMSSemanticSegmentor(SemanticSegmentor):
+    """``SemanticSegmentor`` that also returns ``sem_seg_model_res`` (module docstring)."""
+
+    def forward(self, batched_inputs: List[Dict]) -> List[Dict] | Dict[str, torch.Tensor]:
+        images = [x["image"].to(self.device) for x in batched_inputs]
+        if images[0].shape[0] != self.pixel_mean.shape[0]:
+            raise ValueError(
+                f"{batched_inputs[0].get('file_name', 'input')}: image has {images[0].shape[0]} channels "
+                f"but MODEL.PIXEL_MEAN has {self.pixel_mean.shape[0]}"
+            )
+        images = [(x - self.pixel_mean) / self.pixel_std for x in images]
+        images = ImageList.from_tensors(images, self.backbone.size_divisibility)
+        features = self.backbone(images.tensor)
+
+        targets = None
+        if "sem_seg" in batched_inputs[0]:
+            targets = [x["sem_seg"].to(self.device) for x in batched_inputs]
+            targets = ImageList.from_tensors(
+                targets, self.backbone.size_divisibility, self.sem_seg_head.ignore_value
+            ).tensor
+        results, losses = self.sem_seg_head(features, targets)
+        if self.training:
+            return losses
+
+        out = []
+        for result, inp, (h, w) in zip(results, batched_inputs, images.image_sizes):
+            height, width = inp.get("height", h), inp.get("width", w)
+            out.append({
+                "sem_seg": sem_seg_postprocess(result, (h, w), height, width),
+                "sem_seg_model_res": result[:, :h, :w],
+            })
+        return out
+
+    def complexity_forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone + head layers on a normalised (B, C, H, W) batch: the network's raw logits."""
+        return self.sem_seg_head.layers(self.backbone(images))

@@ -1,0 +1,94 @@
+"""U-Net baseline (Ronneberger et al., MICCAI 2015), as LGMSNet's Table 1 ran it.
+
+The reference is the ``U_Net`` of the CMUNeXt / LGMSNet benchmark code (34.52 M parameters in
+LGMSNet's Table 1): five levels of double 3x3 conv (bias) -> BN -> ReLU with widths 64..1024,
+2x2 max pooling, and a decoder of ``up_conv`` (x2 **nearest** up-sampling, 3x3 conv-BN-ReLU),
+concatenation with the skip and a double conv; a 1x1 conv predicts the logits. Widths come from
+``MODEL.UNET.DIMS``. Padding keeps sizes ("same" convs, unlike the original valid convs), so
+inputs must be multiples of 16.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import torch
+from torch import nn
+
+from medseg_core import compat  # noqa: F401
+
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, SEM_SEG_HEADS_REGISTRY, Backbone
+
+from .head import UShapeSemSegHead
+from .layers import StemConv, UpConv, maxpool
+
+__all__ = ["DoubleConv", "UNetEncoder", "UNetDecoder", "UNetBackbone", "UNetHead"]
+
+FEATURES = ("res1", "res2", "res3", "res4", "res5")
+
+
+class DoubleConv(nn.Sequential):
+    """(3x3 conv with bias -> BN -> ReLU) x 2."""
+
+    def __init__(self, cin: int, cout: int, nd: int = 2):
+        super().__init__(StemConv(cin, cout, nd), StemConv(cout, cout, nd))
+
+
+class UNetEncoder(nn.Module):
+    def __init__(self, in_channels: int, dims: Sequence[int]):
+        super().__init__()
+        self.pool = maxpool(2)
+        chans = [in_channels] + list(dims)
+        self.blocks = nn.ModuleList(DoubleConv(chans[i], chans[i + 1]) for i in range(5))
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        out = {}
+        for i, (name, block) in enumerate(zip(FEATURES, self.blocks)):
+            x = block(x if i == 0 else self.pool(x))
+            out[name] = x
+        return out
+
+
+class UNetDecoder(nn.Module):
+    def __init__(self, dims: Sequence[int]):
+        super().__init__()
+        d = list(dims)
+        self.ups = nn.ModuleList(UpConv(d[i + 1], d[i], 2, "BN", mode="nearest") for i in (3, 2, 1, 0))
+        self.convs = nn.ModuleList(DoubleConv(2 * d[i], d[i]) for i in (3, 2, 1, 0))
+
+    def forward(self, feats: Dict[str, torch.Tensor]) -> torch.Tensor:
+        x = feats["res5"]
+        for up, conv, skip in zip(self.ups, self.convs, ("res4", "res3", "res2", "res1")):
+            x = conv(torch.cat((feats[skip], up(x)), dim=1))
+        return x
+
+
+@BACKBONE_REGISTRY.register()
+class UNetBackbone(Backbone):
+    """U-Net encoder: ``res1..res5`` at strides 1..16 with ``MODEL.UNET.DIMS`` channels."""
+
+    def __init__(self, cfg, input_shape: ShapeSpec):
+        super().__init__()
+        dims = list(cfg.MODEL.UNET.DIMS)
+        if len(dims) != 5:
+            raise ValueError(f"MODEL.UNET.DIMS needs 5 widths, got {dims}")
+        self.encoder = UNetEncoder(input_shape.channels, dims)
+        self._out_features = list(FEATURES)
+        self._out_feature_channels = dict(zip(FEATURES, dims))
+        self._out_feature_strides = dict(zip(FEATURES, (1, 2, 4, 8, 16)))
+
+    @property
+    def size_divisibility(self) -> int:
+        return 16
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return self.encoder(x)
+
+
+@SEM_SEG_HEADS_REGISTRY.register()
+class UNetHead(UShapeSemSegHead):
+    """U-Net decoder + 1x1 classifier."""
+
+    def __init__(self, cfg, input_shape: Dict[str, ShapeSpec]):
+        dims = [input_shape[k].channels for k in FEATURES]
+        super().__init__(UNetDecoder(dims), dims[0], cfg)
