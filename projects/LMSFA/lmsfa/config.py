@@ -50,3 +50,68 @@ def add_lmsfa_config(cfg) -> None:
     a.HEAD_CHANNELS = 256
     # GroupNorm groups of the LMSH convolutions.
     a.HEAD_GN_GROUPS = 16
+
+    # --- training, loss and inference (meta-architecture) ---
+    # YOLOv8-seg loss gains (Ultralytics defaults, notes §2.9): CIoU box loss.
+    a.LOSS_BOX_WEIGHT = 7.5
+    # Gain of the prototype mask BCE (Ultralytics reuses the box gain).
+    a.LOSS_SEG_WEIGHT = 7.5
+    # Gain of the BCE classification loss.
+    a.LOSS_CLS_WEIGHT = 0.5
+    # Gain of the distribution focal loss.
+    a.LOSS_DFL_WEIGHT = 1.5
+    # Multiply the losses by the images per batch, as Ultralytics does (its lr 0.01 assumes it).
+    a.LOSS_SCALE_BY_BATCH = True
+    # Task-aligned assigner: candidates kept per GT.
+    a.TAL_TOPK = 10
+    # Task-aligned assigner: exponent of the class score in t = s^alpha * u^beta.
+    a.TAL_ALPHA = 0.5
+    # Task-aligned assigner: exponent of the CIoU in t = s^alpha * u^beta.
+    a.TAL_BETA = 6.0
+    # Raw pixel value of the padding added to reach a multiple of 32 (YOLO's gray 114).
+    a.PAD_VALUE = 114.0
+    # Inference: minimum class score of a candidate (0.001 for mAP evaluation, 0.25 for demos).
+    a.TEST_CONF_THRESH = 0.001
+    # Inference: IoU threshold of the NMS.
+    a.TEST_NMS_IOU = 0.7
+    # Inference: maximum detections kept per image.
+    a.TEST_MAX_DET = 300
+    # Inference: a box may be kept in several classes (Ultralytics validator); False keeps its best class.
+    a.TEST_MULTI_LABEL = True
+    # Inference: class-agnostic NMS.
+    a.TEST_AGNOSTIC_NMS = False
+    # Inference: at most this many candidates per image enter the NMS (highest scores first).
+    a.TEST_MAX_NMS = 30000
+
+    # YOLO data augmentation and letterbox resizing (mapper "yolo"; Ultralytics defaults).
+    cfg.INPUT.YOLO = CN()
+    y = cfg.INPUT.YOLO
+    # Square training size and longest side at test time (pixels, a multiple of 32).
+    y.IMAGE_SIZE = 640
+    # Probability of a 4-image mosaic per training sample (Ultralytics 1.0, never closed).
+    y.MOSAIC_PROB = 1.0
+    # HSV jitter gains (hue fraction, saturation and value factors), as Ultralytics hsv_h/s/v.
+    y.HSV_H = 0.015
+    # Saturation gain of the HSV jitter.
+    y.HSV_S = 0.7
+    # Value (brightness) gain of the HSV jitter.
+    y.HSV_V = 0.4
+    # Random affine: rotation range in degrees (+/-).
+    y.DEGREES = 0.0
+    # Random affine: translation as a fraction of the image size (+/-).
+    y.TRANSLATE = 0.1
+    # Random affine: scale gain, the scale is drawn from [1 - SCALE, 1 + SCALE].
+    y.SCALE = 0.5
+    # Random affine: shear range in degrees (+/-).
+    y.SHEAR = 0.0
+    # Probability of a horizontal flip.
+    y.FLIP_LR = 0.5
+    # Probability of a vertical flip.
+    y.FLIP_UD = 0.0
+    # Instances whose box is narrower or lower than this (pixels) after augmentation are dropped.
+    y.MIN_BOX_SIZE = 2.0
+    # ... or whose box keeps less than this fraction of its (scaled) area (Ultralytics: 0.01
+    # for segment labels, 0.1 for boxes only).
+    y.MIN_AREA_RATIO = 0.01
+    # ... or whose box aspect ratio exceeds this.
+    y.MAX_ASPECT_RATIO = 100.0

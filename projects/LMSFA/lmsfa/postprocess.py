@@ -1,0 +1,159 @@
+"""Inference post-processing of LMSF-A / YOLOv8-seg outputs (design notes §2.7, §4, §5.1 #6).
+
+1. **Decode** (whole batch at once): DFL expectations -> ltrb distances -> xyxy boxes in input
+   pixels; sigmoid class scores; mask coefficients.
+2. **NMS** (whole batch at once): candidates are (anchor, class) pairs with score > conf
+   (multi-label, as Ultralytics' validator does, so one box may score in several classes) or
+   the best class per anchor (``multi_label=False``); at most ``max_nms`` candidates per image
+   by score; one ``batched_nms`` call over every image and class (``agnostic`` merges classes);
+   the ``max_det`` best survivors per image.
+3. **Masks**, only for the kept detections: ``coef . protos`` logits at prototype resolution
+   (1/4 of the padded input), resampled bilinearly in one step straight onto the original image
+   grid (the padding removed by the coordinate mapping), cropped to the box at that resolution
+   and thresholded at logit 0 (probability 0.5). This is Ultralytics' "native"/retina mask path
+   (upsample, then crop), which avoids masks bleeding past their box; the paper's validator
+   instead scores masks at prototype resolution (see the "ultralytics_segm" evaluator).
+   Masks are built in chunks of detections to bound memory, never one detection at a time.
+
+Nothing here loops over anchors or masks; the only Python loop is over the images of a batch
+when masks are assembled (each image has its own prototypes and output size).
+"""
+from __future__ import annotations
+
+from typing import List, NamedTuple, Sequence, Tuple
+
+import medseg_core  # noqa: F401  (NumPy-2 / Pillow shim before detectron2)
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+from .dfl import dfl_decode, dist2bbox, make_anchors
+
+__all__ = ["Detections", "flatten_levels", "decode_boxes", "multilabel_nms", "assemble_masks", "rank_within_groups"]
+
+
+class Detections(NamedTuple):
+    """Kept detections of one image (K of them), boxes in input pixels."""
+
+    boxes: Tensor  # (K, 4) xyxy
+    scores: Tensor  # (K,)
+    classes: Tensor  # (K,) long
+    coef: Tensor  # (K, nm)
+
+
+def flatten_levels(levels: Sequence[Tensor]) -> Tensor:
+    """Per-level (B, C, H_i, W_i) maps -> (B, N, C), levels concatenated row-major (anchor order)."""
+    return torch.cat([x.flatten(2) for x in levels], 2).transpose(1, 2)
+
+
+def decode_boxes(box_levels: Sequence[Tensor], strides: Sequence[int], reg_max: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """DFL logits per level -> (boxes (B, N, 4) xyxy in input pixels, anchor_points (N, 2) grid
+    units, stride_tensor (N, 1))."""
+    anchor_points, stride_tensor = make_anchors(box_levels, strides)
+    dist = dfl_decode(torch.cat([x.flatten(2) for x in box_levels], 2), reg_max)  # (B, 4, N)
+    boxes = dist2bbox(dist, anchor_points.t()[None], dim=1) * stride_tensor.t()[None]
+    return boxes.transpose(1, 2), anchor_points, stride_tensor
+
+
+def rank_within_groups(groups: Tensor, scores: Tensor) -> Tuple[Tensor, Tensor]:
+    """Order by (group, score desc); return the order and each item's rank inside its group."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    order = order[torch.argsort(groups[order], stable=True)]
+    g = groups[order]
+    pos = torch.arange(g.numel(), device=g.device)
+    first = torch.ones_like(g, dtype=torch.bool)
+    first[1:] = g[1:] != g[:-1]
+    # index of the first element of each run, carried forward
+    start = torch.cummax(torch.where(first, pos, torch.zeros_like(pos)), 0).values
+    return order, pos - start
+
+
+def multilabel_nms(
+    boxes: Tensor,
+    scores: Tensor,
+    coef: Tensor,
+    conf_thresh: float = 0.001,
+    iou_thresh: float = 0.7,
+    max_det: int = 300,
+    multi_label: bool = True,
+    agnostic: bool = False,
+    max_nms: int = 30000,
+) -> List[Detections]:
+    """YOLOv8-style NMS for a batch: (B, N, 4) boxes, (B, N, C) probabilities, (B, N, nm) coefs."""
+    b, n, c = scores.shape
+    if multi_label:
+        bi, ni, ci = (scores > conf_thresh).nonzero(as_tuple=True)
+        sc = scores[bi, ni, ci]
+    else:
+        best, cls = scores.max(-1)
+        bi, ni = (best > conf_thresh).nonzero(as_tuple=True)
+        sc, ci = best[bi, ni], cls[bi, ni]
+    # at most max_nms candidates per image, by score
+    if sc.numel() > max_nms:
+        order, rank = rank_within_groups(bi, sc)
+        keep = order[rank < max_nms]
+        bi, ni, ci, sc = bi[keep], ni[keep], ci[keep], sc[keep]
+    cand_boxes = boxes[bi, ni]
+    groups = bi if agnostic else bi * c + ci
+    keep = batched_nms(cand_boxes.float(), sc.float(), groups, iou_thresh)
+    bi, ni, ci, sc = bi[keep], ni[keep], ci[keep], sc[keep]
+    # the max_det best per image
+    order, rank = rank_within_groups(bi, sc)
+    order = order[rank < max_det]
+    bi, ni, ci, sc = bi[order], ni[order], ci[order], sc[order]
+    counts = torch.bincount(bi, minlength=b).tolist()
+    out = []
+    for bb, nn_, cc, ss in zip(bi.split(counts), ni.split(counts), ci.split(counts), sc.split(counts)):
+        out.append(Detections(boxes[bb, nn_], ss, cc, coef[bb, nn_]))
+    return out
+
+
+def assemble_masks(
+    coef: Tensor,
+    protos: Tensor,
+    boxes_out: Tensor,
+    input_hw: Tuple[int, int],
+    output_hw: Tuple[int, int],
+    proto_stride: int = 4,
+    max_chunk_pixels: int = 1 << 24,
+) -> Tensor:
+    """Binary masks of K detections at the original image size.
+
+    Args:
+        coef: (K, nm) mask coefficients.
+        protos: (nm, Hp, Wp) prototypes of the image (Hp, Wp = padded input / proto_stride).
+        boxes_out: (K, 4) xyxy boxes in OUTPUT (original image) pixels; masks are cropped to them.
+        input_hw: (h, w) of the resized image inside the padded input (the padding is dropped).
+        output_hw: (H, W) of the original image.
+    Returns:
+        (K, H, W) bool masks.
+    """
+    k = coef.shape[0]
+    nm, hp, wp = protos.shape
+    H, W = int(output_hw[0]), int(output_hw[1])
+    if k == 0:
+        return torch.zeros((0, H, W), dtype=torch.bool, device=protos.device)
+    logits = (coef.to(protos.dtype) @ protos.reshape(nm, hp * wp)).view(k, hp, wp)
+    # sampling grid: output pixel centre -> input pixel -> prototype coordinate, normalised
+    # for grid_sample(align_corners=False) over the (Hp, Wp) prototype map
+    h_in, w_in = input_hw
+    dev, dt = protos.device, logits.dtype
+    xs = (torch.arange(W, device=dev, dtype=dt) + 0.5) * (w_in / W) / proto_stride
+    ys = (torch.arange(H, device=dev, dtype=dt) + 0.5) * (h_in / H) / proto_stride
+    gx = (xs / wp) * 2 - 1
+    gy = (ys / hp) * 2 - 1
+    grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), -1)[None]  # (1, H, W, 2)
+    # crop to the box at the output resolution (pixel centres inside the box)
+    cx = torch.arange(W, device=dev, dtype=boxes_out.dtype) + 0.5
+    cy = torch.arange(H, device=dev, dtype=boxes_out.dtype) + 0.5
+    out = torch.empty((k, H, W), dtype=torch.bool, device=dev)
+    chunk = max(1, max_chunk_pixels // max(H * W, 1))
+    for s in range(0, k, chunk):  # chunks of detections bound the float buffer, not a per-mask loop
+        e = min(k, s + chunk)
+        up = F.grid_sample(logits[None, s:e], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
+        bx = boxes_out[s:e]
+        in_x = (cx >= bx[:, 0:1]) & (cx <= bx[:, 2:3])  # (k, W)
+        in_y = (cy >= bx[:, 1:2]) & (cy <= bx[:, 3:4])  # (k, H)
+        out[s:e] = (up > 0) & in_y[:, :, None] & in_x[:, None, :]
+    return out
