@@ -18,7 +18,8 @@ meta-architecture that the shared trainer drives:
 A network states the stride its input must be divisible by in an attribute
 ``size_divisibility`` (0/absent: any size). Inputs that are not divisible are zero-padded at
 the far end of each axis (labels with the ignore label) and the output is cropped back, so odd
-volume sizes never crash; sliding-window ROIs must themselves be divisible (checked at build).
+volume sizes never crash; the same holds for every sliding window (MONAI itself pads volumes
+smaller than the ROI).
 
 Sliding-window conventions follow the 3D peers surveyed in the design notes (§3.3): MONAI's
 sliding window with 50% overlap and Gaussian importance weighting (sigma = ROI/8, nnU-Net's
@@ -98,7 +99,8 @@ def add_volumetric_config(cfg) -> None:
 
     cfg.MODEL.VOLUMETRIC.SLIDING_WINDOW = CN()
     # Window (ROI) size in voxels, array-axis order; (0, 0, 0) runs the whole (padded) volume
-    # in one pass. Must be a multiple of the network's size divisibility.
+    # in one pass. Best a multiple of the network's size divisibility (else each window is
+    # padded up to it, which costs compute but is correct).
     cfg.MODEL.VOLUMETRIC.SLIDING_WINDOW.ROI_SIZE = (0, 0, 0)
     # Fraction of overlap between neighbouring windows (nnU-Net / LGMSNet-3D: 0.5).
     cfg.MODEL.VOLUMETRIC.SLIDING_WINDOW.OVERLAP = 0.5
@@ -256,13 +258,6 @@ class VolumetricSegmentor(nn.Module):
                 f"MODEL.VOLUMETRIC.SLIDING_WINDOW.ROI_SIZE must be 3 positive sizes or (0, 0, 0), "
                 f"got {roi_size}"
             )
-        if all(self.roi_size) and self.size_divisibility > 1:
-            bad = [r for r in self.roi_size if r % self.size_divisibility]
-            if bad:
-                raise ConfigError(
-                    f"MODEL.VOLUMETRIC.SLIDING_WINDOW.ROI_SIZE {self.roi_size} is not a multiple of the "
-                    f"network's size divisibility {self.size_divisibility}"
-                )
         if not 0 <= overlap < 1:
             raise ConfigError(f"MODEL.VOLUMETRIC.SLIDING_WINDOW.OVERLAP must be in [0, 1), got {overlap}")
         if blend_mode not in ("gaussian", "constant"):
