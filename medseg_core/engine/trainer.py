@@ -181,6 +181,12 @@ class MedSegTrainer(DefaultTrainer):
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.get("LOG_PERIOD", 20)))
         return ret
 
+    def train(self):
+        """Train; returns the last evaluation results (Detectron2 returns them only when
+        TEST.EXPECTED_RESULTS is set)."""
+        super().train()
+        return getattr(self, "_last_eval_results", None)
+
     def eval_model(self) -> torch.nn.Module:
         """The model to evaluate: the weight average when enabled and asked for."""
         if self.model_ema is not None and self.cfg.MODEL_EMA.USE_FOR_EVAL:
