@@ -11,6 +11,7 @@ from .registration import (
 )
 from .smoke import SMOKE_NOTICE, ensure_smoke_instances, make_smoke_labelme, register_smoke_instances
 from .smoke import ensure_smoke_volumes, register_smoke_volumes
+from .smoke import ensure_smoke_semantic, register_smoke_semantic
 from .split import split_coco_file, stratified_split
 from .mappers import DATASET_MAPPER_REGISTRY, build_dataset_mapper
 from . import volumetric  # noqa: F401  (registers the "volume" mapper)
@@ -20,3 +21,4 @@ from . import volumetric  # noqa: F401  (registers the "volume" mapper)
 register_all_builtin()
 register_smoke_instances()
 register_smoke_volumes()
+register_smoke_semantic()

@@ -103,13 +103,84 @@ def instance(cfg, is_train: bool):
     return CheckedDatasetMapper(cfg, is_train)
 
 
+class Rot90Transform(T.Transform):
+    """Exact rotation by ``k`` x 90 degrees (counter-clockwise, ``np.rot90``): no interpolation,
+    so label masks keep their values and binary edges stay where they were."""
+
+    def __init__(self, h: int, w: int, k: int):
+        super().__init__()
+        self._set_attributes(locals())
+        self.k = int(k) % 4
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.rot90(img, self.k, axes=(0, 1)))
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return self.apply_image(segmentation)
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        x, y = coords[:, 0].copy(), coords[:, 1].copy()
+        h, w = self.h, self.w
+        for _ in range(self.k):  # one CCW quarter turn maps (x, y) in (h, w) to (y, w - x)
+            x, y = y, w - x
+            h, w = w, h
+        return np.stack([x, y], axis=1)
+
+    def inverse(self) -> T.Transform:
+        h, w = (self.w, self.h) if self.k % 2 else (self.h, self.w)
+        return Rot90Transform(h, w, (4 - self.k) % 4)
+
+
+class RandomRotate90(T.Augmentation):
+    """albumentations' ``RandomRotate90`` (LGMSNet's training transform): with probability
+    ``prob`` rotate by k x 90 degrees, k drawn uniformly from {0, 1, 2, 3}."""
+
+    def __init__(self, prob: float = 0.5):
+        super().__init__()
+        self.prob = prob
+
+    def get_transform(self, image):
+        h, w = image.shape[:2]
+        if self._rand_range() < self.prob:
+            return Rot90Transform(h, w, int(np.random.randint(4)))
+        return T.NoOpTransform()
+
+
+class RandomFlipAny(T.Augmentation):
+    """albumentations' ``Flip`` (LGMSNet's training transform): with probability ``prob`` flip
+    horizontally, vertically or both, each with equal chance."""
+
+    def __init__(self, prob: float = 0.5):
+        super().__init__()
+        self.prob = prob
+
+    def get_transform(self, image):
+        h, w = image.shape[:2]
+        if self._rand_range() >= self.prob:
+            return T.NoOpTransform()
+        kind = int(np.random.randint(3))
+        if kind == 0:
+            return T.HFlipTransform(w)
+        if kind == 1:
+            return T.VFlipTransform(h)
+        return T.TransformList([T.HFlipTransform(w), T.VFlipTransform(h)])
+
+
 class SemanticMapper:
     """Image + label mask mapper for semantic segmentation.
 
-    Training: optional fixed resize (``INPUT.FIXED_SIZE``), random 90-degree rotation
-    (``INPUT.RANDOM_ROTATE90``) and flips (``INPUT.RANDOM_FLIP`` "horizontal", "vertical",
-    "both" or "none"). Test: only the resize. Masks are remapped through the data set's
-    ``mask_value_map`` / ``mask_threshold`` (see ``register_semantic_folder``).
+    Training, in LGMSNet's order (geometric augmentation on the original image, then resize):
+    random 90-degree rotation (``INPUT.RANDOM_ROTATE90``: albumentations ``RandomRotate90``,
+    exact ``np.rot90``), flips (``INPUT.RANDOM_FLIP``: "horizontal" / "vertical" flip with
+    p = 0.5, "both" = albumentations ``Flip``: with p = 0.5 one of horizontal, vertical or both,
+    "none"), then the fixed resize (``INPUT.FIXED_SIZE``; bilinear image, nearest mask). Test:
+    only the resize (or Detectron2's shortest-edge resize when no fixed size is set), and the
+    mask is not read (evaluators read it at the original resolution). Sizes that are not a
+    multiple of the network's stride are padded by the meta-architecture.
+
+    Masks are decoded through the data set's ``mask_value_map`` (e.g. 0/255 -> 0/1) or
+    ``mask_threshold`` (JPEG masks: gray > threshold -> 1); values that are neither mapped nor
+    valid class ids become the ignore label 255 (see ``register_semantic_folder``).
     """
 
     def __init__(self, cfg, is_train: bool):
@@ -117,25 +188,29 @@ class SemanticMapper:
         self.image_format = cfg.INPUT.FORMAT
         fh, fw = cfg.INPUT.FIXED_SIZE
         augs: List[T.Augmentation] = []
+        if is_train:
+            if cfg.INPUT.RANDOM_ROTATE90:
+                augs.append(RandomRotate90(0.5))
+            flip = cfg.INPUT.RANDOM_FLIP
+            if flip == "horizontal":
+                augs.append(T.RandomFlip(horizontal=True, vertical=False))
+            elif flip == "vertical":
+                augs.append(T.RandomFlip(horizontal=False, vertical=True))
+            elif flip == "both":
+                augs.append(RandomFlipAny(0.5))
+            elif flip != "none":
+                raise ValueError(f"INPUT.RANDOM_FLIP must be horizontal, vertical, both or none, got {flip!r}")
         if fh > 0 and fw > 0:
             augs.append(T.Resize((fh, fw)))
         elif not is_train and cfg.INPUT.MIN_SIZE_TEST > 0:
             augs.append(T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST))
-        if is_train:
-            flip = cfg.INPUT.RANDOM_FLIP
-            if flip in ("horizontal", "both"):
-                augs.append(T.RandomFlip(horizontal=True, vertical=False))
-            if flip in ("vertical", "both"):
-                augs.append(T.RandomFlip(horizontal=False, vertical=True))
-            if cfg.INPUT.RANDOM_ROTATE90:
-                augs.append(T.RandomApply(T.RandomRotation([90, 90], expand=True, sample_style="choice"), 0.5))
         self.augs = T.AugmentationList(augs)
 
     def __call__(self, dataset_dict: Dict) -> Dict:
         d = copy.deepcopy(dataset_dict)
         image = read_image_checked(d["file_name"], self.image_format)
         sem = None
-        if "sem_seg_file_name" in d:
+        if "sem_seg_file_name" in d and self.is_train:
             sem = read_label_mask(
                 d["sem_seg_file_name"],
                 num_classes=d.get("num_classes", 256),
@@ -150,14 +225,15 @@ class SemanticMapper:
                 )
         d.setdefault("height", image.shape[0])
         d.setdefault("width", image.shape[1])
-        aug_input = T.AugInput(image, sem_seg=sem.astype(np.uint8) if sem is not None and sem.max() < 256 else sem)
+        # uint8 masks resize through PIL (nearest); keep wider ids (> 255 classes) as they are
+        if sem is not None and sem.max() < 256:
+            sem = sem.astype(np.uint8)
+        aug_input = T.AugInput(image, sem_seg=sem)
         self.augs(aug_input)
-        image = aug_input.image
-        d["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        if sem is not None and self.is_train:
+        d["image"] = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        d.pop("sem_seg", None)
+        if sem is not None:
             d["sem_seg"] = torch.as_tensor(np.ascontiguousarray(aug_input.sem_seg).astype(np.int64))
-        elif sem is not None:
-            d.pop("sem_seg", None)
         return d
 
 

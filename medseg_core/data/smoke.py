@@ -250,3 +250,95 @@ def register_smoke_volumes() -> None:
             evaluator_type="volume", stuff_classes=list(SMOKE_VOLUME_CLASSES), ignore_label=255,
             smoke_test=True,
         )
+
+
+# --------------------------------------------------------------------------- semantic masks
+SMOKE_SEMANTIC_CLASSES = ["background"] + list(PELD_CLASSES)
+SMOKE_BINARY_CLASSES = ["background", "structure"]
+
+
+def ensure_smoke_semantic(root: str = "") -> str:
+    """Render (once, atomically) semantic masks for the LabelMe smoke set; returns their root.
+
+    ``<root>/multiclass/<stem>.png`` holds class ids 0 (background) .. 4 (PELD class order),
+    painted in the LabelMe shape order, i.e. exactly how the image's shapes overlap;
+    ``<root>/binary/<stem>.png`` holds 0 / 255 (any structure), the encoding of real binary
+    lesion masks, so the 0/255 -> 0/1 remapping is exercised.
+    """
+    import shutil
+    import tempfile
+
+    from PIL import Image as _Image
+
+    root = root or os.path.join(smoke_root(), "peld_semantic")
+    done = os.path.join(root, "COMPLETE")
+    if os.path.isfile(done):
+        return root
+    inst_root = os.path.join(smoke_root(), "peld_instances")
+    ensure_smoke_instances(inst_root)
+    image_dir = os.path.join(inst_root, "images")
+    parent = os.path.dirname(os.path.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".smoke-sem-", dir=parent)
+    class_id = {c: i + 1 for i, c in enumerate(PELD_CLASSES)}
+    try:
+        for sub in ("multiclass", "binary"):
+            os.makedirs(os.path.join(tmp, sub))
+        for f in sorted(os.listdir(image_dir)):
+            if not f.endswith(".json"):
+                continue
+            with open(os.path.join(image_dir, f)) as fh:
+                rec = json.load(fh)
+            mask = _Image.new("L", (rec["imageWidth"], rec["imageHeight"]), 0)
+            draw = ImageDraw.Draw(mask)
+            for shape in rec["shapes"]:
+                draw.polygon([tuple(p) for p in shape["points"]], fill=class_id[shape["label"]])
+            stem = os.path.splitext(f)[0]
+            mask.save(os.path.join(tmp, "multiclass", stem + ".png"))
+            binary = (np.asarray(mask) > 0).astype(np.uint8) * 255
+            _Image.fromarray(binary).save(os.path.join(tmp, "binary", stem + ".png"))
+        open(os.path.join(tmp, "COMPLETE"), "w").close()
+        if os.path.isdir(root):
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    except OSError:
+        if not os.path.isfile(done):  # another process may have finished first
+            raise
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def register_smoke_semantic() -> None:
+    """Register ``smoke_peld_sem_{train,val,test}`` (5 classes incl. background) and
+    ``smoke_binary_{train,val,test}`` (structure vs background, 0/255 masks); the split is the
+    one of ``smoke_peld_*`` and everything is generated on first use."""
+    from .registration import _register, load_semantic_folder
+
+    inst_root = os.path.join(smoke_root(), "peld_instances")
+    root = os.path.join(smoke_root(), "peld_semantic")
+    image_dir = os.path.join(inst_root, "images")
+    variants = (
+        ("smoke_peld_sem", "multiclass", SMOKE_SEMANTIC_CLASSES, None),
+        ("smoke_binary", "binary", SMOKE_BINARY_CLASSES, {0: 0, 255: 1}),
+    )
+    for prefix, sub, classes, value_map in variants:
+        for split in ("train", "val", "test"):
+            mask_dir = os.path.join(root, sub)
+            json_file = os.path.join(inst_root, "annotations", f"instances_{split}.json")
+
+            def load(mask_dir=mask_dir, json_file=json_file, classes=classes, value_map=value_map):
+                ensure_smoke_semantic(root)
+                with open(json_file) as fh:
+                    ids = [os.path.splitext(im["file_name"])[0] for im in json.load(fh)["images"]]
+                dicts = load_semantic_folder(image_dir, mask_dir, ids, validate=True)
+                for d in dicts:
+                    d.update(num_classes=len(classes), ignore_label=255, mask_value_map=value_map, mask_threshold=None)
+                return dicts
+
+            _register(
+                f"{prefix}_{split}", load, image_root=image_dir, sem_seg_root=mask_dir,
+                evaluator_type="sem_seg", stuff_classes=list(classes), ignore_label=255,
+                mask_value_map=value_map, mask_threshold=None, smoke_test=True,
+            )
