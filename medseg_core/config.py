@@ -92,6 +92,18 @@ def add_medseg_config(cfg: _D2CfgNode) -> None:
     cfg.TEST.EVALUATORS = []
     # Maximum detections per image passed to COCOEvaluator (COCO's default is 100).
     cfg.TEST.DETECTIONS_PER_IMAGE_EVAL = 100
+    # Ultralytics-protocol evaluator "ultralytics_segm" (the protocol of YOLO papers such as LMSF-A).
+    cfg.TEST.ULTRALYTICS = CN()
+    # Letterbox size (longest side) whose 1/MASK_RATIO grid masks are scored on (paper: 640).
+    cfg.TEST.ULTRALYTICS.IMAGE_SIZE = 640
+    # Detections with a score above this count (Ultralytics validator: 0.001).
+    cfg.TEST.ULTRALYTICS.CONF_THRESH = 0.001
+    # At most this many detections per image, best first (Ultralytics validator: 300).
+    cfg.TEST.ULTRALYTICS.MAX_DET = 300
+    # Masks are compared at 1/MASK_RATIO of the letterboxed canvas (Ultralytics: 4).
+    cfg.TEST.ULTRALYTICS.MASK_RATIO = 4
+    # Ground-truth overlap map: where instances overlap the smaller one keeps the pixels.
+    cfg.TEST.ULTRALYTICS.OVERLAP_MASK = True
     # Input shape (channels first, no batch) at which medseg_core.complexity counts params/FLOPs:
     # (C, H, W) for 2D models, (C, D, H, W) for volumetric ones.
     cfg.TEST.COMPLEXITY_INPUT_SHAPE = (3, 640, 640)
@@ -119,7 +131,9 @@ def get_project_cfg() -> SafeCfgNode:
     add_medseg_config(cfg)
     for fn in _project_config_functions():
         fn(cfg)
-    return cfg
+    # add_*_config functions create sub-nodes with Detectron2's CfgNode; YAML merging would then
+    # refuse to merge a SafeCfgNode into them ("Type mismatch"), so re-type the whole tree.
+    return SafeCfgNode(cfg)
 
 
 def load_config(
