@@ -12,7 +12,11 @@ from fvcore.common.param_scheduler import ParamScheduler
 from .. import compat  # noqa: F401
 
 from detectron2.solver import build_lr_scheduler as d2_build_lr_scheduler
-from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.solver.build import (
+    _generate_optimizer_class_with_gradient_clipping,
+    get_default_optimizer_params,
+    maybe_add_gradient_clipping,
+)
 from detectron2.solver.lr_scheduler import LRMultiplier, WarmupParamScheduler
 
 __all__ = ["build_optimizer", "build_lr_scheduler", "PolyParamScheduler", "LinearToParamScheduler"]
@@ -38,6 +42,18 @@ class LinearToParamScheduler(ParamScheduler):
         return (1.0 - where) * (1.0 - self.end) + self.end
 
 
+def _with_clipping(cfg, optimizer_type):
+    """Detectron2's per-parameter clipping ("value"/"norm"), plus "full_model": one norm over
+    all gradients together (what YOLO trainers do: clip_grad_norm_(params, 10.0))."""
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if clip.ENABLED and clip.CLIP_TYPE == "full_model":
+        def global_clipper(params):
+            torch.nn.utils.clip_grad_norm_(list(params), clip.CLIP_VALUE, clip.NORM_TYPE)
+
+        return _generate_optimizer_class_with_gradient_clipping(optimizer_type, global_clipper=global_clipper)
+    return maybe_add_gradient_clipping(cfg, optimizer_type)
+
+
 def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """SGD (optionally Nesterov) or AdamW; norm and bias decay from WEIGHT_DECAY_NORM/BIAS."""
     params = get_default_optimizer_params(
@@ -49,12 +65,12 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     )
     name = cfg.SOLVER.OPTIMIZER.upper()
     if name == "SGD":
-        return maybe_add_gradient_clipping(cfg, torch.optim.SGD)(
+        return _with_clipping(cfg, torch.optim.SGD)(
             params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
             nesterov=cfg.SOLVER.NESTEROV, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
         )
     if name == "ADAMW":
-        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
+        return _with_clipping(cfg, torch.optim.AdamW)(
             params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY,
         )
     raise ValueError(f"SOLVER.OPTIMIZER must be SGD or ADAMW, got {cfg.SOLVER.OPTIMIZER!r}")
