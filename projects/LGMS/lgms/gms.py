@@ -31,6 +31,7 @@ otherwise.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence
 
 import torch
@@ -39,29 +40,56 @@ from torch import nn
 
 from .layers import ConvNormAct, conv_cls, make_norm
 
-__all__ = ["Attention", "FeedForward", "TransformerLayer", "DWConvBranch", "GMSBlock", "unfold_groups", "fold_groups"]
+__all__ = ["Attention", "explicit_attention", "FeedForward", "TransformerLayer", "DWConvBranch", "GMSBlock", "unfold_groups", "fold_groups"]
 
 
 class Attention(nn.Module):
-    """Pre-LN multi-head self-attention over the last-but-one axis (tokens)."""
+    """Pre-LN multi-head self-attention over the last-but-one axis (tokens).
+
+    ``softmax(q k^T / sqrt(dim_head)) v`` runs through PyTorch's fused
+    ``scaled_dot_product_attention`` (less memory: the N x N maps of the stride-4 GMS block are
+    16 x 1024^2 per image). With ``explicit=True`` (see :func:`explicit_attention`) it runs as
+    the authors wrote it, ``matmul -> nn.Softmax -> matmul``, which hook- and trace-based FLOP
+    counters can see (thop counts the ``nn.Softmax`` module, fvcore the two matmuls); both paths
+    compute the same function.
+    """
 
     def __init__(self, dim: int, heads: int = 4, dim_head: int = 8):
         super().__init__()
         inner = heads * dim_head
         self.heads, self.dim_head = heads, dim_head
+        self.scale = dim_head**-0.5
         self.norm = nn.LayerNorm(dim)
         self.to_qkv = nn.Linear(dim, inner * 3, bias=False)
+        self.attend = nn.Softmax(dim=-1)
         self.to_out = nn.Linear(inner, dim)
+        self.explicit = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, G, N, dim) with G token groups attended independently
         b, g, n, _ = x.shape
         qkv = self.to_qkv(self.norm(x)).view(b, g, n, 3, self.heads, self.dim_head)
         q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, G, heads, N, dim_head)
-        # softmax(q k^T / sqrt(dim_head)) v, the fused kernel of exactly that expression
-        out = F.scaled_dot_product_attention(q, k, v)
+        if self.explicit:
+            out = torch.matmul(self.attend(torch.matmul(q, k.transpose(-1, -2)) * self.scale), v)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         out = out.permute(0, 1, 3, 2, 4).reshape(b, g, n, self.heads * self.dim_head)
         return self.to_out(out)
+
+
+@contextlib.contextmanager
+def explicit_attention(model: nn.Module):
+    """Within the block, every :class:`Attention` of ``model`` uses the explicit path."""
+    mods = [m for m in model.modules() if isinstance(m, Attention)]
+    old = [m.explicit for m in mods]
+    for m in mods:
+        m.explicit = True
+    try:
+        yield model
+    finally:
+        for m, o in zip(mods, old):
+            m.explicit = o
 
 
 class FeedForward(nn.Sequential):

@@ -32,6 +32,8 @@ from detectron2.modeling import META_ARCH_REGISTRY, SemanticSegmentor
 from detectron2.modeling.postprocessing import sem_seg_postprocess
 from detectron2.structures import ImageList
 
+from .gms import explicit_attention
+
 __all__ = ["LGMSSemanticSegmentor"]
 
 
@@ -70,5 +72,10 @@ class LGMSSemanticSegmentor(SemanticSegmentor):
         return out
 
     def complexity_forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone + head layers on a normalised (B, C, H, W) batch: the network's raw logits."""
-        return self.sem_seg_head.layers(self.backbone(images))
+        """Backbone + head layers on a normalised (B, C, H, W) batch: the network's raw logits.
+
+        Attention runs on its explicit path (matmul, ``nn.Softmax``, matmul; same function) so
+        that thop-style hooks and fvcore's tracer count it as the authors' code is counted.
+        """
+        with explicit_attention(self):
+            return self.sem_seg_head.layers(self.backbone(images))
