@@ -245,6 +245,30 @@ def fvcore_flops(model: nn.Module, images: Tensor, fn: Optional[Callable[[Tensor
     return float(analysis.total())
 
 
+def _thop_on_meta(model: nn.Module, images: Tensor, fn: Callable[[Tensor], Any]):
+    """Legacy-thop count on a meta-device copy (shapes only: fast); (None, None) if it cannot run.
+
+    ``fn`` must be ``model`` itself or a bound method of it, so that it can be re-bound to the copy.
+    """
+    if fn is model:
+        def rebind(m):
+            return m
+    elif getattr(fn, "__self__", None) is model:
+        name = fn.__name__
+
+        def rebind(m):
+            return getattr(m, name)
+    else:
+        return None, None
+    try:
+        meta = copy.deepcopy(model).to("meta")
+        x = images.to("meta")
+        return thop_legacy_ops(meta, lambda: rebind(meta)(x))
+    except Exception as e:  # noqa: BLE001 - any op without a meta kernel: fall back to real tensors
+        logger.debug("meta-device counting failed (%s); counting on real tensors", e)
+        return None, None
+
+
 @torch.no_grad()
 def module_complexity(model: nn.Module, images: Tensor,
                       fn: Optional[Callable[[Tensor], Any]] = None, with_fvcore: bool = True) -> Dict[str, Any]:
@@ -253,7 +277,9 @@ def module_complexity(model: nn.Module, images: Tensor,
     was_training = model.training
     model.eval()
     try:
-        ops, per_type = thop_legacy_ops(model, lambda: fn(images))
+        ops, per_type = _thop_on_meta(model, images, fn)
+        if ops is None:  # data-dependent ops (e.g. NMS inside the model): count on real tensors
+            ops, per_type = thop_legacy_ops(model, lambda: fn(images))
         out: Dict[str, Any] = {
             "params": count_parameters(model),
             "gmacs_thop": ops / 1e9,
