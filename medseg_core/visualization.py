@@ -15,7 +15,10 @@ from . import compat  # noqa: F401
 
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-__all__ = ["PELD_COLORS", "class_colors", "draw_instances", "draw_ground_truth", "draw_semantic", "side_by_side"]
+__all__ = [
+    "PELD_COLORS", "class_colors", "draw_instances", "draw_ground_truth", "draw_semantic", "side_by_side",
+    "draw_prediction", "draw_dataset_ground_truth", "semantic_labels",
+]
 
 # RGB in 0..255, keyed by normalised class name.
 PELD_COLORS = {
@@ -35,10 +38,12 @@ def _palette(n: int) -> List[Tuple[int, int, int]]:
     return out
 
 
-def class_colors(class_names: Sequence[str]) -> List[Tuple[int, int, int]]:
-    palette = _palette(len(class_names))
+def class_colors(class_names: Sequence[str], num: int = 0) -> List[Tuple[int, int, int]]:
+    """One RGB colour per class; ``num`` > len(class_names) extends the list with palette
+    colours (for predicted class ids beyond the metadata's names)."""
+    palette = _palette(max(len(class_names), num))
     norm = [str(c).strip().lower().replace("_", " ") for c in class_names]
-    return [PELD_COLORS.get(n, palette[i]) for i, n in enumerate(norm)]
+    return [PELD_COLORS.get(n, palette[i]) for i, n in enumerate(norm)] + palette[len(norm):]
 
 
 def _visualizer(image_rgb: np.ndarray, metadata) -> Visualizer:
@@ -48,11 +53,11 @@ def _visualizer(image_rgb: np.ndarray, metadata) -> Visualizer:
 def draw_instances(image_rgb: np.ndarray, instances, metadata, score_thresh: float = 0.0) -> np.ndarray:
     """Draw predicted ``Instances`` (boxes, masks, "class score" labels) on an RGB image."""
     names = list(metadata.get("thing_classes", []))
-    colors = class_colors(names)
     instances = instances.to("cpu")
     if instances.has("scores"):
         instances = instances[instances.scores >= score_thresh]
     classes = instances.pred_classes.tolist() if instances.has("pred_classes") else []
+    colors = class_colors(names, max(classes, default=-1) + 1)
     scores = instances.scores.tolist() if instances.has("scores") else [None] * len(classes)
     labels = [f"{names[c] if c < len(names) else c} {s:.2f}" if s is not None else str(c) for c, s in zip(classes, scores)]
     masks = instances.pred_masks.numpy() if instances.has("pred_masks") else None
@@ -124,3 +129,64 @@ def set_metadata_colors(metadata, class_names: Optional[Sequence[str]] = None) -
     names = class_names or metadata.get("thing_classes", [])
     if names and metadata.get("thing_colors") is None:
         metadata.thing_colors = [list(c) for c in class_colors(names)]
+
+
+def semantic_labels(sem_seg) -> np.ndarray:
+    """(K, H, W) class scores (tensor or array) -> (H, W) int64 label map (argmax over K).
+
+    LGMSNet's binary one-logit models return the scores ``[0, z]``, so the argmax is the
+    sigmoid-0.5 decision there too."""
+    scores = sem_seg.detach().cpu().numpy() if hasattr(sem_seg, "detach") else np.asarray(sem_seg)
+    if scores.ndim != 3:
+        raise ValueError(f"medseg_core/visualization.py: sem_seg must be (K, H, W), got shape {scores.shape}")
+    return scores.argmax(0).astype(np.int64)
+
+
+def _stuff_names(metadata, num: int) -> List[str]:
+    names = list(metadata.get("stuff_classes", None) or [])
+    return names + [f"class {i}" for i in range(len(names), num)]
+
+
+def draw_prediction(image_rgb: np.ndarray, prediction: dict, metadata, score_thresh: float = 0.0) -> np.ndarray:
+    """Draw one model output dict: ``"instances"`` (instance models) take precedence over
+    ``"sem_seg"`` (semantic models, drawn as a class overlay with background left clear)."""
+    if "instances" in prediction:
+        return draw_instances(image_rgb, prediction["instances"], metadata, score_thresh)
+    if "sem_seg" in prediction:
+        labels = semantic_labels(prediction["sem_seg"])
+        k = int(prediction["sem_seg"].shape[0])
+        return draw_semantic(image_rgb, labels, _stuff_names(metadata, k), metadata.get("ignore_label", 255))
+    raise ValueError(
+        f"medseg_core/visualization.py: cannot draw a prediction with keys {sorted(prediction)} "
+        "(expected 'instances' or 'sem_seg')"
+    )
+
+
+def draw_dataset_ground_truth(image_rgb: np.ndarray, dataset_dict: dict, metadata) -> np.ndarray:
+    """Ground truth of a Detectron2 dataset dict: instance annotations, or the label mask of a
+    semantic record (decoded as the semantic mapper does: value map / threshold / ignore)."""
+    if "annotations" in dataset_dict:
+        return draw_ground_truth(image_rgb, dataset_dict, metadata)
+    if "sem_seg_file_name" in dataset_dict:
+        from .data.mappers import read_label_mask
+
+        names = list(metadata.get("stuff_classes", None) or [])
+        ignore = dataset_dict.get("ignore_label", metadata.get("ignore_label", 255))
+        label = read_label_mask(
+            dataset_dict["sem_seg_file_name"],
+            num_classes=dataset_dict.get("num_classes", len(names) or 256),
+            ignore_label=ignore,
+            value_map=dataset_dict.get("mask_value_map"),
+            threshold=dataset_dict.get("mask_threshold"),
+        )
+        if label.shape != image_rgb.shape[:2]:
+            raise ValueError(
+                f"{dataset_dict['sem_seg_file_name']}: mask is {label.shape[0]}x{label.shape[1]} but the "
+                f"image {dataset_dict.get('file_name')} is {image_rgb.shape[0]}x{image_rgb.shape[1]}"
+            )
+        k = max(len(names), int(label[label != ignore].max(initial=0)) + 1)
+        return draw_semantic(image_rgb, label, _stuff_names(metadata, k), ignore)
+    raise ValueError(
+        f"{dataset_dict.get('file_name', 'dataset dict')}: has neither 'annotations' nor "
+        "'sem_seg_file_name': no ground truth to draw"
+    )

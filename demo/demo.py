@@ -1,0 +1,234 @@
+#!/usr/bin/env python
+"""Draw the predictions of any 2D model of the toolkit on images or videos (Detectron2 demo style).
+
+    # images: files, globs or folders; one overlay per image in --output
+    python demo/demo.py --config-file configs/Endoscapes-InstanceSegmentation/lmsfa_n_640.yaml \\
+        --input "images/*.jpg" --output out/ --opts MODEL.WEIGHTS output/endoscapes/lmsfa/model_final.pth
+
+    # ground truth | prediction side by side, from a registered data set or a COCO file
+    python demo/demo.py --config-file CFG --gt-dataset endoscapes_seg50_val --output out/ --opts MODEL.WEIGHTS W
+    python demo/demo.py --config-file CFG --annotations my.json --image-root imgs/ --output out/ --opts ...
+
+    # video (progress bar over frames); writes an .mp4 with the overlays
+    python demo/demo.py --config-file CFG --video-input clip.mp4 --output out/ --opts MODEL.WEIGHTS W
+
+Instance models (LMSF-A, YOLOv8-seg, Mask R-CNN, Mask2Former) are drawn with one fixed colour per
+class and "class score" labels (the paper's colours for the four PELD classes: adipose purple,
+bone red, ligamentum flavum yellow, nerve green); semantic models (LGMSNet, U-Net, CMUNeXt) as a
+class overlay. Each image is pre-processed by the model's own test mapper (see
+``demo/predictor.py``). Class names come from ``--gt-dataset`` / ``--annotations`` or the
+config's first test set when it is registered. Overlays are written as PNG.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import logging
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import medseg_core  # noqa: E402,F401  (NumPy-2 / Pillow shim before detectron2)
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov")
+
+logger = logging.getLogger("medseg.demo")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True, metavar="FILE", help="path to the config file")
+    p.add_argument("--input", nargs="+", default=[], help="image files, globs (quote them) or folders")
+    p.add_argument("--video-input", default="", help="path to a video file")
+    p.add_argument("--output", default="", help="output folder (or one image / .mp4 file for a single input); "
+                   "without it predictions are only summarised")
+    p.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score of drawn instances")
+    p.add_argument("--gt-dataset", default="", help="registered data set: ground truth | prediction side by side "
+                   "(all its images, or the --input files found in it)")
+    p.add_argument("--annotations", default="", help="COCO instance .json: ground truth | prediction side by side")
+    p.add_argument("--image-root", default="", help="image folder of --annotations (default: the file's folder)")
+    p.add_argument("--max-images", type=int, default=0, help="at most this many images (0 = all)")
+    p.add_argument("--fuse", action="store_true", help="fuse Conv+BN / re-parameterised branches first (model.fuse())")
+    p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return p
+
+
+def setup_cfg(args):
+    from medseg_core.config import load_config
+
+    return load_config(args.config_file, args.opts)
+
+
+def expand_inputs(patterns: Sequence[str]) -> List[str]:
+    """Files, globs and folders -> sorted, de-duplicated image paths; a pattern matching nothing fails."""
+    out: List[str] = []
+    for pat in patterns:
+        if os.path.isdir(pat):
+            found = [os.path.join(pat, f) for f in sorted(os.listdir(pat)) if f.lower().endswith(IMAGE_EXTS)]
+        else:
+            found = sorted(glob.glob(os.path.expanduser(pat)))
+        if not found:
+            raise FileNotFoundError(f"{pat}: no image matches this --input")
+        out += found
+    seen, unique = set(), []
+    for f in out:
+        a = os.path.abspath(f)
+        if a not in seen:
+            seen.add(a)
+            unique.append(f)
+    return unique
+
+
+def register_annotations(json_file: str, image_root: str) -> str:
+    from medseg_core.data import register_coco_instances_checked
+
+    name = "demo_annotations"
+    register_coco_instances_checked(name, json_file, image_root or os.path.dirname(os.path.abspath(json_file)))
+    return name
+
+
+def output_path(output: str, src: str, many: bool, ext: str = ".png") -> str:
+    """Folder output -> ``<folder>/<stem><ext>``; a file name is used as is for one input."""
+    if not many and os.path.splitext(output)[1].lower() in IMAGE_EXTS + VIDEO_EXTS:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        return output
+    os.makedirs(output, exist_ok=True)
+    return os.path.join(output, os.path.splitext(os.path.basename(src))[0] + ext)
+
+
+def summarize(predictions: Dict, threshold: float) -> str:
+    if "instances" in predictions:
+        inst = predictions["instances"]
+        n = int((inst.scores >= threshold).sum()) if inst.has("scores") else len(inst)
+        return f"{n} instances (score >= {threshold})"
+    if "sem_seg" in predictions:
+        labels = predictions["sem_seg"].argmax(0)
+        present = sorted(int(c) for c in labels.unique())
+        return f"semantic classes present: {present}"
+    return f"outputs {sorted(predictions)}"
+
+
+def run_images(demo, args, records: List[Dict], progress) -> List[str]:
+    from PIL import Image
+
+    written = []
+    many = len(records) > 1
+    for rec in progress(records, desc="images", unit="img"):
+        start = time.perf_counter()
+        if "annotations" in rec or "sem_seg_file_name" in rec:
+            predictions, vis = demo.run_on_dataset_dict(rec)
+        else:
+            predictions, vis = demo.run_on_file(rec["file_name"])
+        msg = f"{rec['file_name']}: {summarize(predictions, demo.confidence_threshold)} in {time.perf_counter() - start:.2f}s"
+        if args.output:
+            path = output_path(args.output, rec["file_name"], many)
+            Image.fromarray(vis).save(path)
+            written.append(path)
+            msg += f" -> {path}"
+        logger.info(msg)
+    return written
+
+
+def run_video(demo, args, progress) -> Optional[str]:
+    import cv2
+
+    video = cv2.VideoCapture(args.video_input)
+    if not video.isOpened():
+        raise FileNotFoundError(f"{args.video_input}: cannot open the video")
+    width, height = int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = video.get(cv2.CAP_PROP_FPS) or 25.0
+    total = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    writer, path = None, None
+    if args.output:
+        path = output_path(args.output, args.video_input, False, ".mp4")
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height), True)
+        if not writer.isOpened():
+            raise RuntimeError(f"{path}: OpenCV cannot write an mp4v video here")
+    frames = 0
+    start = time.perf_counter()
+    try:
+        for vis in progress(demo.run_on_video(video), total=total, desc="frames", unit="frame"):
+            frames += 1
+            if writer is not None:
+                writer.write(vis)
+    finally:
+        video.release()
+        if writer is not None:
+            writer.release()
+    dt = time.perf_counter() - start
+    logger.info("%s: %d frames in %.1fs (%.2f frames/s incl. drawing)%s", args.video_input, frames, dt,
+                frames / max(dt, 1e-9), f" -> {path}" if path else "")
+    return path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
+    import torch
+    from tqdm import tqdm
+
+    from detectron2.data import DatasetCatalog
+
+    import medseg_core.data  # noqa: F401  (registers the built-in and generated data sets)
+    from predictor import VisualizationDemo
+
+    if args.num_threads > 0:
+        torch.set_num_threads(args.num_threads)
+    if not (args.input or args.video_input or args.gt_dataset or args.annotations):
+        raise SystemExit("demo/demo.py: give --input, --video-input, --gt-dataset or --annotations")
+    if args.video_input and (args.input or args.gt_dataset or args.annotations):
+        raise SystemExit("demo/demo.py: --video-input cannot be combined with image inputs or ground truth")
+    cfg = setup_cfg(args)
+
+    gt_name = args.gt_dataset
+    if args.annotations:
+        if gt_name:
+            raise SystemExit("demo/demo.py: give either --gt-dataset or --annotations, not both")
+        gt_name = register_annotations(args.annotations, args.image_root)
+    elif gt_name and gt_name not in DatasetCatalog.list():
+        raise SystemExit(f"demo/demo.py: --gt-dataset {gt_name!r} is not registered "
+                         f"(known: {', '.join(sorted(DatasetCatalog.list()))})")
+
+    demo = VisualizationDemo(cfg, args.confidence_threshold, dataset_name=gt_name or None, fuse=args.fuse)
+
+    def progress(it, **kw):
+        return tqdm(it, file=sys.stderr, dynamic_ncols=True, **kw)
+
+    if args.video_input:
+        run_video(demo, args, progress)
+        return 0
+
+    files = expand_inputs(args.input) if args.input else []
+    if gt_name:
+        dicts = DatasetCatalog.get(gt_name)
+        if files:
+            by_path = {os.path.abspath(d["file_name"]): d for d in dicts}
+            by_name = {os.path.basename(d["file_name"]): d for d in dicts}
+            records = []
+            for f in files:
+                rec = by_path.get(os.path.abspath(f)) or by_name.get(os.path.basename(f))
+                if rec is None:
+                    logger.warning("%s: not in %s, drawn without ground truth", f, gt_name)
+                    rec = {"file_name": f}
+                records.append(rec)
+        else:
+            records = list(dicts)
+    else:
+        records = [{"file_name": f} for f in files]
+    if args.max_images > 0:
+        records = records[: args.max_images]
+    written = run_images(demo, args, records, progress)
+    if args.output:
+        logger.info("wrote %d overlay(s) to %s", len(written), args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
