@@ -67,6 +67,7 @@ def test_baseline_trains_and_evaluates_on_endoscapes(shared_data, config, classe
         evaluator.process([inp], [out])
     res = evaluator.evaluate(img_ids=[inp["image_id"] for inp, _ in pairs])
     assert set(res) >= {"bbox", "segm"}
+    assert {"AP", "AP50", "AR@100"} <= set(res["segm"])
     ap = res["segm"]["AP"]
     assert math.isnan(ap) or 0.0 <= ap <= 100.0
 
