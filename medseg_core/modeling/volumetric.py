@@ -302,8 +302,11 @@ class VolumetricSegmentor(nn.Module):
 
     # ------------------------------------------------------------------ network passes
     def complexity_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The network alone on a ``(B, C, D, H, W)`` tensor (for parameter / FLOP counting)."""
-        return self.network(x)
+        """The network alone on a ``(B, C, D, H, W)`` tensor (for parameter / FLOP counting);
+        through the network's own ``complexity_forward`` when it has one (e.g. to run attention
+        as explicit matmul + ``nn.Softmax`` so that the counters see it)."""
+        fn = getattr(self.network, "complexity_forward", None)
+        return fn(x) if callable(fn) else self.network(x)
 
     def _padded_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Network logits for any input size: pad to the stride, run, crop back."""

@@ -37,8 +37,10 @@ def add_lgms_config(cfg) -> None:
     cfg.MODEL.LGMS.GMS_MLP_RATIO = 2.0
     # Side of the MobileViT unfold patch (p = 2 -> 4 token groups in 2D, 8 in 3D).
     cfg.MODEL.LGMS.GMS_PATCH = 2
-    # Norm of the conv layers: "BN" (2D, authors' 2D code) or "IN" (authors' 3D code).
+    # Norm of the conv layers of the 2D models: "BN" (the authors' 2D code).
     cfg.MODEL.LGMS.NORM = "BN"
+    # Norm of those conv layers in LGMSNet-3D: "IN" (non-affine InstanceNorm, the authors' 3D code).
+    cfg.MODEL.LGMS.NORM_3D = "IN"
     # Norm of the GMS depthwise conv branch (BatchNorm in both of the authors' 2D and 3D code).
     cfg.MODEL.LGMS.GMS_BRANCH_NORM = "BN"
 

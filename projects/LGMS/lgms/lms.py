@@ -72,7 +72,11 @@ class LMSBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         parts = torch.split(x, self.group, dim=1)  # Eq. 1
-        multi = torch.cat([dw(p) for dw, p in zip(self.dw, parts)], dim=1)  # Eqs. 2-3
+        # Channels-last makes PyTorch's CPU depthwise kernels (above all their backward, 3x
+        # faster for a 9^3 kernel) take the oneDNN path; the result is the same.
+        fmt = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
+        parts = [p.contiguous(memory_format=fmt) for p in parts]
+        multi = torch.cat([dw(p) for dw, p in zip(self.dw, parts)], dim=1).contiguous()  # Eqs. 2-3
         if self.variant == "code":
             y = self.act(self.gn(multi + x))
             return self.restore(self.reduce(y)) + x
