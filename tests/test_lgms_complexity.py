@@ -20,6 +20,8 @@ KVASIR = "configs/Kvasir-SemanticSegmentation"
         ("lgmsnet_256.yaml", 2_321_393, 4.8925, 5.0762),
         # CMUNeXt paper: 3.14 M / 7.41; notes: 7.418 G thop, 7.317 G fvcore
         ("cmunext_256.yaml", 3_149_185, 7.418, 7.317),
+        # TinyU-Net paper: 0.48 M / 1.66; notes: 1.659 G thop, 1.610 G fvcore
+        ("tinyunet_256.yaml", 481_105, 1.6592, 1.6100),
     ],
 )
 def test_model_card_counts(repo_root, config, params, gmacs_thop, gflops_fvcore):

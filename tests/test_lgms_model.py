@@ -20,11 +20,12 @@ def _cfg(repo_root, name, *opts):
 
 @pytest.mark.parametrize(
     "config, expected",
-    [("lgmsnet_256.yaml", 2_321_393), ("unet_256.yaml", 34_527_041), ("cmunext_256.yaml", 3_149_185)],
+    [("lgmsnet_256.yaml", 2_321_393), ("unet_256.yaml", 34_527_041), ("cmunext_256.yaml", 3_149_185),
+     ("tinyunet_256.yaml", 481_105)],
 )
 def test_exact_parameter_counts(repo_root, config, expected):
     # LGMSNet: the released SegmsNet (paper 2.32 M); U-Net: LGMSNet Table 1 (34.52 M);
-    # CMUNeXt: its paper (3.14 M)
+    # CMUNeXt: its paper (3.14 M); TinyU-Net: its paper (0.48 M)
     model = MedSegTrainer.build_model(_cfg(repo_root, config))
     assert sum(p.numel() for p in model.parameters()) == expected
 

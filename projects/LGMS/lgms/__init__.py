@@ -1,13 +1,14 @@
-"""lgms project: LGMSNet (Dong et al., ECAI 2025) 2D/3D and its U-Net / CMUNeXt baselines.
+"""lgms project: LGMSNet (Dong et al., ECAI 2025) 2D/3D and its U-Net / CMUNeXt / TinyU-Net baselines.
 
 Importing the package registers the models: meta-architecture ``LGMSSemanticSegmentor``;
-backbones ``LGMSNetBackbone``, ``UNetBackbone``, ``CMUNeXtBackbone``; semantic heads
-``LGMSNetHead``, ``UNetHead``, ``CMUNeXtHead``; volume network ``LGMSNet3D``.
+backbones ``LGMSNetBackbone``, ``UNetBackbone``, ``CMUNeXtBackbone``, ``TinyUNetBackbone``;
+semantic heads ``LGMSNetHead``, ``UNetHead``, ``CMUNeXtHead``, ``TinyUNetHead``; volume network
+``LGMSNet3D``.
 """
 import medseg_core  # noqa: F401  (compatibility shim before detectron2)
 
 from .config import add_lgms_config
 import medseg_core.modeling  # noqa: F401  (VolumetricSegmentor, VOLUME_NETWORK_REGISTRY)
 
-from . import meta_arch, lgmsnet_d2, unet, cmunext  # noqa: F401  (registrations)
+from . import meta_arch, lgmsnet_d2, unet, cmunext, tinyunet  # noqa: F401  (registrations)
 from . import lgmsnet3d  # noqa: F401  (registers "LGMSNet3D" for the VolumetricSegmentor)

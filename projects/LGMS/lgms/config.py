@@ -1,8 +1,9 @@
-"""Config keys of the lgms project (LGMSNet 2D/3D and its U-Net / CMUNeXt baselines).
+"""Config keys of the lgms project (LGMSNet 2D/3D and its U-Net / CMUNeXt / TinyU-Net baselines).
 
 Models are chosen with Detectron2's own keys: ``MODEL.META_ARCHITECTURE
 "LGMSSemanticSegmentor"``, ``MODEL.BACKBONE.NAME`` ("LGMSNetBackbone", "UNetBackbone",
-"CMUNeXtBackbone"), ``MODEL.SEM_SEG_HEAD.NAME`` ("LGMSNetHead", "UNetHead", "CMUNeXtHead"),
+"CMUNeXtBackbone", "TinyUNetBackbone"), ``MODEL.SEM_SEG_HEAD.NAME`` ("LGMSNetHead", "UNetHead",
+"CMUNeXtHead", "TinyUNetHead"),
 ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` (classes incl. background: 2 for binary) and
 ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``.
 """
@@ -66,3 +67,7 @@ def add_lgms_config(cfg) -> None:
     cfg.MODEL.CMUNEXT.DEPTHS = [1, 1, 1, 3, 1]
     # Depthwise kernel size per encoder stage.
     cfg.MODEL.CMUNEXT.KERNELS = [3, 3, 7, 7, 7]
+
+    cfg.MODEL.TINYUNET = CN()
+    # TinyU-Net encoder widths (TinyU-Net paper: 64, 128, 256, 512; 0.48 M parameters).
+    cfg.MODEL.TINYUNET.DIMS = [64, 128, 256, 512]
