@@ -102,7 +102,8 @@ def normalize_intensity(
         return image.astype(np.float32, copy=False)
     else:
         raise ConfigError(f"INPUT.VOLUME.NORMALIZE must be one of {NORMALIZATIONS}, got {mode!r}")
-    out = t(image)
+    # some MONAI intensity transforms write into a NumPy input: work on a copy
+    out = t(image.copy())
     return np.asarray(out.numpy() if isinstance(out, torch.Tensor) else out, dtype=np.float32)
 
 

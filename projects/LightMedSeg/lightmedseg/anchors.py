@@ -18,13 +18,23 @@ from torch import nn
 
 from .layers import ConvNormAct
 
-__all__ = ["GlobalAnchorDetector", "normalized_grid"]
+__all__ = ["GlobalAnchorDetector", "normalized_grid", "soft_argmax_3d"]
 
 
 def normalized_grid(size: Sequence[int], device=None, dtype=torch.float32) -> torch.Tensor:
     """(3, D, H, W) voxel-centre coordinates (i + 0.5) / n per axis, in (0, 1)."""
     axes = [(torch.arange(n, device=device, dtype=dtype) + 0.5) / n for n in size]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=0)
+
+
+def soft_argmax_3d(logits: torch.Tensor, temperature: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(B, K, D, H, W) heatmap logits -> expected normalised coordinates (B, K, 3) and the
+    per-heatmap spatial softmax (B, K, D, H, W)."""
+    b, k = logits.shape[:2]
+    size = logits.shape[2:]
+    prob = (logits.flatten(2) / temperature).softmax(-1)  # (B, K, N)
+    grid = normalized_grid(size, logits.device, prob.dtype).flatten(1)  # (3, N)
+    return torch.einsum("bkn,cn->bkc", prob, grid), prob.view(b, k, *size)
 
 
 class GlobalAnchorDetector(nn.Module):
@@ -46,10 +56,4 @@ class GlobalAnchorDetector(nn.Module):
         self.temperature = float(temperature)
 
     def forward(self, f: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        logits = self.heatmap(self.reduce(f))
-        b, k = logits.shape[:2]
-        size = logits.shape[2:]
-        prob = (logits.flatten(2) / self.temperature).softmax(-1)  # (B, K, N)
-        grid = normalized_grid(size, logits.device, prob.dtype).flatten(1)  # (3, N)
-        anchors = torch.einsum("bkn,cn->bkc", prob, grid)
-        return anchors, prob.view(b, k, *size)
+        return soft_argmax_3d(self.heatmap(self.reduce(f)), self.temperature)
