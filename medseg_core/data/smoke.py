@@ -219,7 +219,9 @@ def ensure_smoke_volumes(root: str = "") -> str:
         for k, (split, n) in enumerate(_SMOKE_VOLUME_SPLITS):
             make_smoke_volumes(tmp, split, n, seed=100 + k)
         open(os.path.join(tmp, "COMPLETE"), "w").close()
-        if os.path.isdir(root):
+        if os.path.isfile(done):  # another process finished first: keep its (identical) set
+            return root
+        if os.path.isdir(root):  # left by an interrupted earlier attempt
             shutil.rmtree(root)
         os.replace(tmp, root)
     except OSError:
