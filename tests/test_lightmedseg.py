@@ -74,7 +74,7 @@ def test_lspm_is_a_high_pass_map():
         lspm.proj.weight.fill_(1.0)
     step = torch.zeros(1, 8, 6, 6, 6)
     step[:, :, :, :, 3:] = 1.0
-    t = lspm(step)[0, 0]
+    t = lspm(step)[0, 0].detach()
     assert t.shape == (6, 6, 6) and float(t.min()) >= 0 and float(t.max()) <= 1
     assert float(t[:, :, 2:4].mean()) > float(t[:, :, [0, 5]].mean())  # high at the edge
 
