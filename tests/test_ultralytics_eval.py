@@ -118,7 +118,7 @@ def test_evaluator_end_to_end_perfect_and_partial():
     res = ev.evaluate()
     # a perfect class scores 0.995, not 1: the sentinel precision 0 at recall 1 enters the
     # last trapezoid (0.99 .. 1.0) -- a known property of the Ultralytics AP
-    assert res["ultralytics_segm"]["mAP50-95"] == pytest.approx(99.5, abs=1e-6)
+    assert res["ultralytics_segm"]["mAP50_95"] == pytest.approx(99.5, abs=1e-6)
     assert res["ultralytics_box"]["mAP50"] == pytest.approx(99.5, abs=1e-6)
     assert res["ultralytics_segm"]["fitness"] == pytest.approx(199.0, abs=1e-6)
 
@@ -137,9 +137,9 @@ def test_evaluator_end_to_end_perfect_and_partial():
     res = ev.evaluate()
     # class a AP .995 everywhere; class b .995 at 4 of 10 thresholds -> (0.995 + 0.398) / 2
     assert res["ultralytics_segm"]["mAP50"] == pytest.approx(99.5, abs=1e-6)
-    assert res["ultralytics_segm"]["mAP50-95"] == pytest.approx(69.65, abs=1e-6)
-    assert res["ultralytics_segm"]["mAP50-95-b"] == pytest.approx(39.8, abs=1e-6)
-    assert res["ultralytics_box"]["mAP50-95"] == pytest.approx(99.5, abs=1e-6)
+    assert res["ultralytics_segm"]["mAP50_95"] == pytest.approx(69.65, abs=1e-6)
+    assert res["ultralytics_segm"]["mAP50_95-b"] == pytest.approx(39.8, abs=1e-6)
+    assert res["ultralytics_box"]["mAP50_95"] == pytest.approx(99.5, abs=1e-6)
 
 
 def test_registered_and_rejects_roi_masks():

@@ -26,8 +26,10 @@ beside the paper's tables:
   counts 0); **P and R** at the confidence maximising the (box-smoothed, class-mean) F1.
 
 Reported (in percent, like Detectron2's COCOEvaluator): for ``ultralytics_box`` and
-``ultralytics_segm``: mAP50, mAP50-95, P, R, then per class; and ``fitness`` = 0.1 mAP50 +
-0.9 mAP50-95 summed over box and mask (Ultralytics' best-checkpoint criterion). Crowd
+``ultralytics_segm``: ``mAP50``, ``mAP50_95`` (Ultralytics' mAP50-95; no "-" in the name so that
+Detectron2's csv summary keeps it), ``P``, ``R``, then per class (``mAP50_95-<class>``, ...); and
+``fitness`` = 0.1 mAP50 + 0.9 mAP50-95 summed over box and mask (Ultralytics' best-checkpoint
+criterion). Crowd
 annotations are ignored (Ultralytics has none).
 """
 from __future__ import annotations
@@ -295,17 +297,17 @@ class UltralyticsSegEvaluator(DatasetEvaluator):
             ap = r["ap"]
             res = {
                 "mAP50": 100 * float(ap[:, 0].mean()) if len(ap) else 0.0,
-                "mAP50-95": 100 * float(ap.mean()) if len(ap) else 0.0,
+                "mAP50_95": 100 * float(ap.mean()) if len(ap) else 0.0,
                 "P": 100 * float(r["p"].mean()) if len(ap) else 0.0,
                 "R": 100 * float(r["r"].mean()) if len(ap) else 0.0,
             }
             for ci, c in enumerate(r["classes"]):
                 name = self.class_names[c] if c < len(self.class_names) else str(c)
-                res[f"mAP50-95-{name}"] = 100 * float(ap[ci].mean())
+                res[f"mAP50_95-{name}"] = 100 * float(ap[ci].mean())
                 res[f"mAP50-{name}"] = 100 * float(ap[ci, 0])
                 res[f"P-{name}"] = 100 * float(r["p"][ci])
                 res[f"R-{name}"] = 100 * float(r["r"][ci])
-            fitness += 0.1 * res["mAP50"] + 0.9 * res["mAP50-95"]
+            fitness += 0.1 * res["mAP50"] + 0.9 * res["mAP50_95"]
             results[task] = res
         results["ultralytics_segm"]["fitness"] = fitness
         if self.output_dir:

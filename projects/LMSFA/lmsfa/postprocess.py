@@ -13,7 +13,8 @@
    and thresholded at logit 0 (probability 0.5). This is Ultralytics' "native"/retina mask path
    (upsample, then crop), which avoids masks bleeding past their box; the paper's validator
    instead scores masks at prototype resolution (see the "ultralytics_segm" evaluator).
-   Masks are built in chunks of detections to bound memory, never one detection at a time.
+   The resampling is two matrix products (columns, then rows) over all kept detections at once,
+   in chunks that bound memory, never one detection at a time.
 
 Nothing here loops over anchors or masks; the only Python loop is over the images of a batch
 when masks are assembled (each image has its own prototypes and output size).
@@ -24,13 +25,15 @@ from typing import List, NamedTuple, Sequence, Tuple
 
 import medseg_core  # noqa: F401  (NumPy-2 / Pillow shim before detectron2)
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import batched_nms
 
 from .dfl import dfl_decode, dist2bbox, make_anchors
 
-__all__ = ["Detections", "flatten_levels", "decode_boxes", "multilabel_nms", "assemble_masks", "rank_within_groups"]
+__all__ = [
+    "Detections", "flatten_levels", "decode_boxes", "multilabel_nms", "assemble_masks", "rank_within_groups",
+    "bilinear_matrix",
+]
 
 
 class Detections(NamedTuple):
@@ -109,6 +112,26 @@ def multilabel_nms(
     return out
 
 
+def bilinear_matrix(n_out: int, n_in_content: float, n_grid: int, stride: float, device=None,
+                    dtype=torch.float32) -> Tensor:
+    """(n_out, n_grid) linear-interpolation matrix along one axis.
+
+    Output pixel centre (i + 0.5) maps to input pixel ``(i + 0.5) * n_in_content / n_out`` and to
+    the prototype coordinate ``that / stride - 0.5`` (cell centres at integers), clamped to the
+    map: exactly grid_sample(align_corners=False, padding_mode="border") along that axis.
+    """
+    u = (torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * (n_in_content / n_out) / stride - 0.5
+    u = u.clamp(0, n_grid - 1)
+    i0 = u.floor().long()
+    i1 = (i0 + 1).clamp(max=n_grid - 1)
+    a = u - i0.to(torch.float64)
+    rows = torch.arange(n_out, device=device)
+    m = torch.zeros((n_out, n_grid), dtype=torch.float64, device=device)
+    m.index_put_((rows, i0), 1 - a, accumulate=True)
+    m.index_put_((rows, i1), a, accumulate=True)
+    return m.to(dtype)
+
+
 def assemble_masks(
     coef: Tensor,
     protos: Tensor,
@@ -128,32 +151,33 @@ def assemble_masks(
         output_hw: (H, W) of the original image.
     Returns:
         (K, H, W) bool masks.
+
+    The logits ``coef . protos`` are resampled bilinearly (align_corners=False) in one step from
+    the prototype grid to the original pixel grid as two matrix products (columns, then rows), a
+    pixel is kept when its logit is > 0 and its centre lies in the box. Detections are processed
+    in chunks of at most ``max_chunk_pixels`` output pixels to bound memory.
     """
     k = coef.shape[0]
     nm, hp, wp = protos.shape
     H, W = int(output_hw[0]), int(output_hw[1])
+    dev = protos.device
+    out = torch.empty((k, H, W), dtype=torch.bool, device=dev)
     if k == 0:
-        return torch.zeros((0, H, W), dtype=torch.bool, device=protos.device)
+        return out
     logits = (coef.to(protos.dtype) @ protos.reshape(nm, hp * wp)).view(k, hp, wp)
-    # sampling grid: output pixel centre -> input pixel -> prototype coordinate, normalised
-    # for grid_sample(align_corners=False) over the (Hp, Wp) prototype map
-    h_in, w_in = input_hw
-    dev, dt = protos.device, logits.dtype
-    xs = (torch.arange(W, device=dev, dtype=dt) + 0.5) * (w_in / W) / proto_stride
-    ys = (torch.arange(H, device=dev, dtype=dt) + 0.5) * (h_in / H) / proto_stride
-    gx = (xs / wp) * 2 - 1
-    gy = (ys / hp) * 2 - 1
-    grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), -1)[None]  # (1, H, W, 2)
-    # crop to the box at the output resolution (pixel centres inside the box)
+    dt = logits.dtype
+    ry = bilinear_matrix(H, float(input_hw[0]), hp, proto_stride, dev, dt)  # (H, Hp)
+    rxt = bilinear_matrix(W, float(input_hw[1]), wp, proto_stride, dev, dt).t()  # (Wp, W)
     cx = torch.arange(W, device=dev, dtype=boxes_out.dtype) + 0.5
     cy = torch.arange(H, device=dev, dtype=boxes_out.dtype) + 0.5
-    out = torch.empty((k, H, W), dtype=torch.bool, device=dev)
+    in_x = (cx >= boxes_out[:, 0:1]) & (cx <= boxes_out[:, 2:3])  # (K, W)
+    in_y = (cy >= boxes_out[:, 1:2]) & (cy <= boxes_out[:, 3:4])  # (K, H)
     chunk = max(1, max_chunk_pixels // max(H * W, 1))
     for s in range(0, k, chunk):  # chunks of detections bound the float buffer, not a per-mask loop
         e = min(k, s + chunk)
-        up = F.grid_sample(logits[None, s:e], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-        bx = boxes_out[s:e]
-        in_x = (cx >= bx[:, 0:1]) & (cx <= bx[:, 2:3])  # (k, W)
-        in_y = (cy >= bx[:, 1:2]) & (cy <= bx[:, 3:4])  # (k, H)
-        out[s:e] = (up > 0) & in_y[:, :, None] & in_x[:, None, :]
+        cols = logits[s:e] @ rxt  # (k, Hp, W)
+        # columns outside the box: a large negative logit survives the row interpolation
+        cols.masked_fill_(~in_x[s:e, None, :], -1e4)
+        up = torch.matmul(ry, cols)  # (k, H, W)
+        torch.logical_and(up > 0, in_y[s:e, :, None], out=out[s:e])
     return out
