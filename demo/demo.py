@@ -170,7 +170,8 @@ def run_video(demo, args, progress) -> Optional[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.WARNING, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
+    logger.setLevel(logging.INFO)
     import torch
     from tqdm import tqdm
 
