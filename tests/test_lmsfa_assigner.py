@@ -184,7 +184,7 @@ def test_loss_gradients_lower_the_loss(b):
     for _ in range(25):
         out = loss(pd, pc, coef, protos, pts, strides, t)
         tot = sum(out.values())
-        hist.append(float(tot))
+        hist.append(float(tot.detach()))
         opt.zero_grad()
         tot.backward()
         opt.step()
