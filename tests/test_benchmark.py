@@ -1,0 +1,80 @@
+"""tools/benchmark.py prints and saves a row per (config, variant, mode) on tiny configs. No timing
+assertions: only structure, counts and the ratio bookkeeping."""
+import importlib.util
+import json
+import os
+import sys
+
+import pytest
+
+import medseg_core  # noqa: F401  (compat shim before detectron2)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LMSFA_CFG = os.path.join(REPO, "configs", "quick_schedules", "lmsfa_instant_test.yaml")
+YOLO_CFG = os.path.join(REPO, "configs", "quick_schedules", "yolov8seg_instant_test.yaml")
+TINY = ["--size", "64", "64", "--warmup", "1", "--runs", "20", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("medseg_benchmark_tool", os.path.join(REPO, "tools", "benchmark.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _table_rows(text):
+    # table rows start at column 0 with the config name; ratio lines below the table are indented
+    return [line.split() for line in text.splitlines() if line.split("_instant_test ")[0].isidentifier()
+            and "_instant_test " in line and not line.startswith(" ")]
+
+
+def test_benchmark_prints_a_row_per_config_variant_and_mode(bench, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = bench.main(["--configs", LMSFA_CFG, YOLO_CFG, "--modes", "network", "e2e", "--variants", "fused", "unfused",
+                     "--repeats", "2", "--json", str(out)] + TINY + ["--opts", "INPUT.YOLO.IMAGE_SIZE", "64"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    rows = _table_rows(text)
+    keys = {(r[0], r[1], r[2], r[3]) for r in rows}
+    assert len(rows) == 8 and keys == {
+        (c, v, "fp32", m) for c in ("lmsfa_instant_test", "yolov8seg_instant_test")
+        for v in ("fused", "unfused") for m in ("network", "e2e")}
+    assert "1 intra-op threads" in text and "batch 1" in text
+    # parameter counts of the two architectures at 4 classes (issue 3 targets)
+    params = {r[0]: int(r[5].replace(",", "")) for r in rows}
+    assert params == {"lmsfa_instant_test": 1_825_079, "yolov8seg_instant_test": 3_264_396}
+
+    data = json.loads(out.read_text())
+    assert data["threads"] == 1 and data["reference"] == "yolov8seg_instant_test" and data["repeats"] == 2
+    assert set(data["weights"].values()) == {"random initialisation"}
+    for r in data["rows"]:
+        assert r["runs"] == 40 and len(r["repeat_medians_ms"]) == 2  # 20 timed runs x 2 repeats
+        assert r["min_ms"] <= r["p10_ms"] <= r["median_ms"] <= r["p90_ms"] <= r["max_ms"]
+        assert r["throughput_fps"] == pytest.approx(1000.0 / r["median_ms"])
+        assert r["input_shape"][-2:] == [64, 64]  # network: padded to --size; e2e: the mapper's 64 px
+        if r["name"] == "yolov8seg_instant_test":
+            assert r["ratio_to_reference"] == 1.0
+        else:
+            ref = next(x for x in data["rows"] if x["name"] == "yolov8seg_instant_test"
+                       and (x["variant"], x["mode"]) == (r["variant"], r["mode"]))
+            assert r["ratio_to_reference"] == pytest.approx(r["median_ms"] / ref["median_ms"])
+            assert len(r["ratio_per_repeat"]) == 2
+
+
+def test_benchmark_onnxruntime_row(bench, tmp_path, capsys):
+    out = tmp_path / "onnx.json"
+    rc = bench.main(["--configs", YOLO_CFG, "--modes", "onnx", "--variants", "fused", "--repeats", "1",
+                     "--json", str(out)] + TINY)
+    assert rc == 0
+    rows = _table_rows(capsys.readouterr().out)
+    assert [(r[0], r[1], r[3], r[4]) for r in rows] == [("yolov8seg_instant_test", "fused", "onnx", "64x64")]
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["runtime"] == "onnxruntime CPUExecutionProvider" and row["runs"] == 20
+
+
+def test_benchmark_rejects_fp16_on_the_cpu(bench, tmp_path):
+    with pytest.raises(ValueError, match="fp16"):
+        bench.main(["--configs", YOLO_CFG, "--precision", "fp16", "--device", "cpu", "--modes", "network",
+                    "--json", str(tmp_path / "x.json")] + TINY)
