@@ -209,7 +209,8 @@ def per_class_values(run: Dict[str, Any], task: str) -> Dict[str, float]:
 # ranking and statistics
 # ---------------------------------------------------------------------------------------------
 def rank_marks(values: Sequence[float], higher_is_better: Optional[bool]) -> List[str]:
-    """"best" / "second" / "" per value (ties share a mark; NaN is never marked).
+    """"best" / "second" / "" per value (ties share a mark; NaN is never marked; a column where
+    every row has the same value is not marked).
 
     As in the paper's tables: the best value bold, the second-best underlined. An unranked
     column (``higher_is_better`` None) gets no marks.
@@ -220,6 +221,8 @@ def rank_marks(values: Sequence[float], higher_is_better: Optional[bool]) -> Lis
     finite = sorted({v for v in values if _is_number(v) and math.isfinite(v)}, reverse=bool(higher_is_better))
     if not finite:
         return marks
+    if len(finite) == 1 and sum(1 for v in values if _is_number(v) and math.isfinite(v)) > 1:
+        return marks  # all rows tie: nothing to single out
     best = finite[0]
     second = finite[1] if len(finite) > 1 else None
     for i, v in enumerate(values):
@@ -440,17 +443,26 @@ def plot_tradeoff(summaries: List[ModelSummary], task: str, path: str, info: Dic
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
     if pts:
         pmax = max((p[3] for p in pts if math.isfinite(p[3])), default=1.0) or 1.0
-        for name, x, y, params in pts:
+        for i, (name, x, y, params) in enumerate(sorted(pts, key=lambda p: p[1])):
             size = 40 + 1500 * (params / pmax if math.isfinite(params) else 0.0)
-            ax.scatter([x], [y], s=size, alpha=0.55, edgecolors="black")
+            ax.scatter([x], [y], s=size, alpha=0.55, edgecolors="black", zorder=2)
             label = f"{name}\n{params:.1f} M" if math.isfinite(params) else name
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
-        xs = [p[1] for p in pts]
+            # alternate above/below so that neighbours' labels do not overlap
+            r = math.sqrt(size) / 2 + 3  # marker radius in points (s is the area in points^2)
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(0, r if i % 2 == 0 else -r),
+                        ha="center", va="bottom" if i % 2 == 0 else "top", fontsize=7, zorder=3)
+        xs, ys = [p[1] for p in pts], [p[2] for p in pts]
         if min(xs) > 0 and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
+            ax.set_xlim(min(xs) / 2.0, max(xs) * 2.0)
+        else:
+            span = (max(xs) - min(xs)) or max(abs(max(xs)), 1.0)
+            ax.set_xlim(min(xs) - 0.25 * span, max(xs) + 0.25 * span)
+        yspan = (max(ys) - min(ys)) or max(abs(max(ys)), 1.0)
+        ax.set_ylim(min(ys) - 0.25 * yspan, max(ys) + 0.25 * yspan)
     ax.set_xlabel(f"GFLOPs ({info.get('convention', 'paper convention')})")
     ax.set_ylabel(ycol.header)
-    ax.set_title(f"{ycol.header} vs. GFLOPs on {info.get('test_set', '')} (area ~ params)")
+    ax.set_title(f"{ycol.header} vs. GFLOPs on {info.get('test_set', '')} (area ~ params)", fontsize=10)
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -54,7 +54,8 @@ ORDER = [r["name"] for r in PAPER_ROWS]
 def test_rank_marks_hand_made():
     assert rank_marks([40.1, 43.0, 43.4, float("nan"), 43.0], True) == ["", "second", "best", "", "second"]
     assert rank_marks([43.9, 47.4, 1.8, 3.2], False) == ["", "", "best", "second"]
-    assert rank_marks([1.0, 1.0], True) == ["best", "best"]
+    assert rank_marks([1.0, 1.0], True) == ["", ""]  # all tie: nothing to single out
+    assert rank_marks([2.0, 1.0, 2.0, 0.5, 1.0], True) == ["best", "second", "best", "", "second"]
     assert rank_marks([5.0], True) == ["best"]
     assert rank_marks([float("nan")] * 3, True) == ["", "", ""]
     assert rank_marks([1.0, 2.0], None) == ["", ""]
@@ -228,3 +229,4 @@ def test_compare_cli_arguments(tmp_path):
     assert tool.main(["--configs", cfg, "--weights", "a", "b"]) == 2
     with pytest.raises(ValueError, match="unique"):
         Comparison([ModelSpec("a", cfg), ModelSpec("a", cfg)], str(tmp_path))
+

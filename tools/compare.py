@@ -2,7 +2,7 @@
 """Compare models side by side on one test set: one table (Markdown + CSV), a trade-off plot.
 
     python tools/compare.py --configs A.yaml B.yaml ... [--weights W_A - ...] [--seeds N]
-        [--test-set NAME] [--output-dir DIR] [--reference NAME] [KEY VALUE ...]
+        [--test-set NAME] [--output-dir DIR] [--reference NAME] [--] [KEY VALUE ...]
 
 For every config (and seed) it trains with the shared trainer (``tools/train_net.py``'s
 machinery) unless a checkpoint is given ("-" = train), evaluates on the common test set
@@ -15,7 +15,8 @@ GFLOPs, point area by params: the LMSF-A paper's Fig. 6).
 Each finished (model, seed) is saved in ``<output-dir>/runs/`` at once; rerunning the same
 command skips finished runs and resumes an interrupted training from its last checkpoint.
 ``--fresh`` recomputes everything. Trailing ``KEY VALUE`` pairs override every config (e.g.
-``SOLVER.MAX_ITER 200``). With ``--seeds 2`` or more, a one-sided Welch t-test p-value of the
+``SOLVER.MAX_ITER 200``); put them after ``--`` (or after any option other than ``--configs``,
+``--weights`` and ``--names``, which take lists). With ``--seeds 2`` or more, a one-sided Welch t-test p-value of the
 reference model (default: the model whose name contains "lmsfa") against each other model is
 added. Instance test sets get COCO mask/box AP, AR@100 and Ultralytics-protocol P/R; semantic
 sets IoU/Dice; volumetric sets Dice/HD95 (chosen from the test set's evaluator type).
@@ -48,9 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-warmup", type=int, default=10, help="untimed warm-up runs")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="inference precision for latency (auto: FP16 on a GPU, FP32 on the CPU)")
-    p.add_argument("--complexity-shape", type=int, nargs="+", default=None, metavar="N",
-                   help="input shape (C H W) for params/GFLOPs for every model (default: each config's "
-                        "TEST.COMPLEXITY_INPUT_SHAPE)")
+    p.add_argument("--complexity-shape", default=None, metavar="C,H,W",
+                   help="input shape for params/GFLOPs of every model, e.g. 3,640,640 (default: each "
+                        "config's TEST.COMPLEXITY_INPUT_SHAPE)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--fresh", action="store_true", help="recompute runs that are already saved")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides applied to every config")
@@ -72,8 +73,14 @@ def main(argv=None) -> int:
     setup_logger(name="medseg_core")
     logging.getLogger("fvcore").setLevel(logging.WARNING)
     load_projects()
-    if len(args.opts) % 2:
-        print(f"error: overrides must be KEY VALUE pairs, got {args.opts}", file=sys.stderr)
+    opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
+    try:
+        shape = [int(v) for v in args.complexity_shape.replace("x", ",").split(",")] if args.complexity_shape else None
+    except ValueError:
+        print(f"error: --complexity-shape {args.complexity_shape!r}: expected C,H,W (or C,D,H,W)", file=sys.stderr)
+        return 2
+    if len(opts) % 2:
+        print(f"error: overrides must be KEY VALUE pairs, got {opts}", file=sys.stderr)
         return 2
     weights = args.weights or ["-"] * len(args.configs)
     names = args.names or [_name_of(c) for c in args.configs]
@@ -87,9 +94,9 @@ def main(argv=None) -> int:
     models = [ModelSpec(n, c, None if w in ("-", "", "none") else w) for n, c, w in zip(names, args.configs, weights)]
     comp = Comparison(
         models, args.output_dir, test_set=args.test_set,
-        seeds=[args.seed_base + i for i in range(max(args.seeds, 1))], opts=args.opts,
+        seeds=[args.seed_base + i for i in range(max(args.seeds, 1))], opts=opts,
         reference=args.reference, latency_runs=args.latency_runs, latency_warmup=args.latency_warmup,
-        precision=args.precision, complexity_shape=args.complexity_shape, fresh=args.fresh,
+        precision=args.precision, complexity_shape=shape, fresh=args.fresh,
         progress=lambda msg: print(f"[compare] {msg}", flush=True),
     )
     print(f"[compare] {len(models)} models x {len(comp.seeds)} seeds on {comp.test_set} ({comp.task}); "
