@@ -40,7 +40,7 @@ logger = logging.getLogger("medseg_core.comparison")
 __all__ = [
     "Column", "TaskSpec", "TASKS", "EFFICIENCY_COLUMNS", "precision_recall_at_best_f1", "extract_metrics",
     "rank_marks", "welch_one_sided_p", "summarize", "render_markdown", "write_csv", "plot_tradeoff",
-    "ModelSpec", "Comparison", "task_of_dataset",
+    "ModelSpec", "Comparison", "task_of_dataset", "unify_flops_convention",
 ]
 
 NAN = float("nan")
@@ -735,7 +735,7 @@ class Comparison:
         """comparison.md, comparison.csv, per_class.csv, runs.csv and comparison.png."""
         order = [m.name for m in self.models]
         wanted = {(m.name, s) for m in self.models for s in self.seeds}
-        runs = [r for r in runs if (r["name"], r["seed"]) in wanted]
+        runs = unify_flops_convention([r for r in runs if (r["name"], r["seed"]) in wanted], self.reference)
         summaries = summarize(runs, self.task, order, self.reference)
         info = self.info(runs)
         paths = {k: os.path.join(self.output_dir, f) for k, f in (
@@ -751,6 +751,27 @@ class Comparison:
         write_runs_csv(runs, self.task, paths["runs"])
         plot_tradeoff(summaries, self.task, paths["plot"], info)
         return paths
+
+
+_CONVENTION_KEYS = {"thop2x": "gflops_thop2x", "thop": "gmacs_thop", "fvcore": "gflops_fvcore"}
+
+
+def unify_flops_convention(runs: List[Dict[str, Any]], reference: Optional[str] = None) -> List[Dict[str, Any]]:
+    """Copies of ``runs`` whose "paper convention" GFLOPs all follow one convention: the
+    reference model's (else the first counted model's) MODEL.FLOPS_CONVENTION, so that a column
+    never mixes 2 x MACs (YOLO papers) with MACs (LGMSNet)."""
+    counted = [r for r in runs if r.get("complexity", {}).get("convention") in _CONVENTION_KEYS]
+    if not counted:
+        return runs
+    ref = next((r for r in counted if r["name"] == reference), counted[0])
+    conv = ref["complexity"]["convention"]
+    out = []
+    for r in runs:
+        c = r.get("complexity", {})
+        if c.get("convention") in _CONVENTION_KEYS and c["convention"] != conv:
+            r = dict(r, complexity=dict(c, convention=conv, gflops_paper=c.get(_CONVENTION_KEYS[conv])))
+        out.append(r)
+    return out
 
 
 def _plain(obj: Any) -> Any:

@@ -10,7 +10,7 @@ import medseg_core  # noqa: F401
 
 from medseg_core.comparison import (
     EFFICIENCY_COLUMNS, TASKS, Comparison, ModelSpec, extract_metrics, rank_marks, render_markdown,
-    summarize, welch_one_sided_p, write_csv,
+    summarize, unify_flops_convention, welch_one_sided_p, write_csv,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,6 +122,17 @@ def test_table_has_every_column(tmp_path):
     assert (m["iou"], m["dice"], m["dataset_iou"], m["dataset_dice"]) == (80.0, 88.0, 81.0, 89.0)
     md = render_markdown(summarize([sem], "sem_seg", ["lgms"], None), "sem_seg", {}, None)
     assert "| IoU | Dice | IoU (dataset) | Dice (dataset) |" in md
+
+
+def test_one_flops_convention_per_table():
+    a = {"name": "lmsfa", "complexity": {"convention": "thop2x", "gflops_paper": 8.8, "gflops_thop2x": 8.8,
+                                        "gmacs_thop": 4.4, "gflops_fvcore": 4.1}}
+    b = {"name": "lgms", "complexity": {"convention": "thop", "gflops_paper": 1.5, "gflops_thop2x": 3.0,
+                                       "gmacs_thop": 1.5, "gflops_fvcore": 1.6}}
+    out = unify_flops_convention([b, a], reference="lmsfa")
+    assert [r["complexity"]["gflops_paper"] for r in out] == [3.0, 8.8]
+    assert b["complexity"]["gflops_paper"] == 1.5  # inputs untouched
+    assert [r["complexity"]["gflops_paper"] for r in unify_flops_convention([b, a])] == [1.5, 4.4]
 
 
 def test_welch_one_sided_against_hand_computation():
