@@ -173,6 +173,9 @@ EFFICIENCY_COLUMNS: Tuple[Column, ...] = (
     Column("gflops_fvcore", "GFLOPs (fvcore)", (("complexity", "gflops_fvcore"),), False, "{:.1f}"),
     Column("latency_ms", "Latency (ms)", (("latency", "median_ms"),), False, "{:.1f}"),
     Column("fps", "FPS", (("latency", "fps"),), True, "{:.1f}"),
+    # network alone (complexity_forward: no pre/post-processing) where a model defines it, the
+    # scope of the LMSF-A paper's FPS ("excludes data loading and postprocessing")
+    Column("net_latency_ms", "Net latency (ms)", (("latency_network", "median_ms"),), False, "{:.1f}"),
     Column("train_min", "Train time (min)", (("train", "seconds"),), None, "{:.1f}", 1 / 60.0),
 )
 
@@ -359,7 +362,7 @@ def render_markdown(summaries: List[ModelSummary], task: str, info: Dict[str, An
     notes = [f"- `{s.name}`: {n}" for s in summaries for n in s.notes]
     if notes:
         lines += ["", "Notes:"] + notes
-    classes = sorted({c for s in summaries for c in s.per_class})
+    classes = list(dict.fromkeys(c for s in summaries for c in s.per_class))  # data set order
     if classes:
         lines += ["", f"## {TASKS[task].per_class_header}", ""]
         lines.append("| Model | " + " | ".join(classes) + " |")
@@ -392,7 +395,7 @@ def write_csv(summaries: List[ModelSummary], task: str, path: str, info: Dict[st
 
 
 def write_per_class_csv(summaries: List[ModelSummary], path: str) -> None:
-    classes = sorted({c for s in summaries for c in s.per_class})
+    classes = list(dict.fromkeys(c for s in summaries for c in s.per_class))
     _atomic_write(path, _csv_text([["model"] + classes] + [
         [s.name] + [_num(s.per_class.get(c, NAN)) for c in classes] for s in summaries
     ]))

@@ -16,7 +16,7 @@ from medseg_core.comparison import (
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTANCE_HEADERS = [
     "mask mAP50", "mask mAP50-95", "box mAP50-95", "P", "R", "AR@100", "Params (M)", "GFLOPs (paper conv.)",
-    "GFLOPs (fvcore)", "Latency (ms)", "FPS", "Train time (min)",
+    "GFLOPs (fvcore)", "Latency (ms)", "FPS", "Net latency (ms)", "Train time (min)",
 ]
 
 
@@ -110,7 +110,7 @@ def test_table_has_every_column(tmp_path):
         rows = list(csv.DictReader(f))
     keys = [c.key for c in TASKS["coco"].metric_columns + EFFICIENCY_COLUMNS]
     assert keys == ["mask_map50", "mask_map", "box_map", "precision", "recall", "ar100", "params_m",
-                    "gflops_paper", "gflops_fvcore", "latency_ms", "fps", "train_min"]
+                    "gflops_paper", "gflops_fvcore", "latency_ms", "fps", "net_latency_ms", "train_min"]
     assert len(rows) == 5 and all(k in rows[0] and k + "_std" in rows[0] for k in keys)
     lm = next(r for r in rows if r["model"] == "lmsfa")
     assert float(lm["params_m"]) == pytest.approx(1.8) and float(lm["train_min"]) == pytest.approx(2000 / 60)

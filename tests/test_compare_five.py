@@ -51,6 +51,9 @@ def test_compare_five_instant_models(tmp_path, capsys):
     assert float(rows["mask_rcnn_R50_FPN_scratch_bn"]["params_m"]) == pytest.approx(43.987304)
     assert float(rows["mask_rcnn_swin_t_FPN"]["params_m"]) == pytest.approx(47.38269)
     assert float(rows["mask2former_R50"]["params_m"]) == pytest.approx(44.003845)
+    # the network-only latency exists for the models with complexity_forward
+    assert rows["lmsfa"]["net_latency_ms"] != "" and rows["mask2former_R50"]["net_latency_ms"] != ""
+    assert rows["mask_rcnn_R50_FPN_scratch_bn"]["net_latency_ms"] == ""
     md = (out / "comparison.md").read_text()
     assert md.count("\n| ") >= 5 + 1 + 5 + 1  # main table + per-class table rows and headers
     assert (out / "comparison.png").stat().st_size > 10_000
