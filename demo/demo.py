@@ -60,10 +60,29 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+SCORE_THRESH_KEYS = ("SCORE_THRESH_TEST", "TEST_CONF_THRESH")
+
+
 def setup_cfg(args):
+    """The config with every model score threshold raised to ``--confidence-threshold`` (as
+    Detectron2's demo does): LMSF-A keeps 0.001 for AP evaluation, and assembling full-size masks
+    for hundreds of detections the demo would not draw costs seconds per image."""
+    from detectron2.config import CfgNode
+
     from medseg_core.config import load_config
 
-    return load_config(args.config_file, args.opts)
+    cfg = load_config(args.config_file, args.opts, freeze=False)
+
+    def raise_thresholds(node):
+        for key, val in node.items():
+            if isinstance(val, CfgNode):
+                raise_thresholds(val)
+            elif key in SCORE_THRESH_KEYS and isinstance(val, float):
+                node[key] = max(val, float(args.confidence_threshold))
+
+    raise_thresholds(cfg.MODEL)
+    cfg.freeze()
+    return cfg
 
 
 def expand_inputs(patterns: Sequence[str]) -> List[str]:

@@ -214,3 +214,15 @@ def test_demo_rejects_bad_inputs(tmp_path):
         cli.expand_inputs([str(tmp_path / "missing*.png")])
     with pytest.raises(SystemExit):
         cli.main(["--config-file", LMSFA_CFG])
+
+
+def test_demo_raises_model_score_thresholds_to_its_own():
+    """Masks are assembled only for detections the demo draws: LMSF-A's AP threshold (0.001) and
+    Detectron2's ROI-head threshold are raised to --confidence-threshold, never lowered."""
+    cli = _demo_cli()
+    args = cli.get_parser().parse_args(["--config-file", LMSFA_CFG, "--confidence-threshold", "0.4"])
+    cfg = cli.setup_cfg(args)
+    assert cfg.MODEL.LMSFA.TEST_CONF_THRESH == 0.4 and cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.4
+    args = cli.get_parser().parse_args(["--config-file", LMSFA_CFG, "--confidence-threshold", "0.01",
+                                        "--opts", "MODEL.LMSFA.TEST_CONF_THRESH", "0.3"])
+    assert cli.setup_cfg(args).MODEL.LMSFA.TEST_CONF_THRESH == 0.3
