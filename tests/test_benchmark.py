@@ -24,6 +24,16 @@ def bench():
     return mod
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The tool sets torch's thread count for the process; give the next tests theirs back."""
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 def _table_rows(text):
     # table rows start at column 0 with the config name; ratio lines below the table are indented
     return [line.split() for line in text.splitlines() if line.split("_instant_test ")[0].isidentifier()
@@ -65,16 +75,22 @@ def test_benchmark_prints_a_row_per_config_variant_and_mode(bench, tmp_path, cap
 
 def test_benchmark_onnxruntime_row(bench, tmp_path, capsys):
     out = tmp_path / "onnx.json"
-    rc = bench.main(["--configs", YOLO_CFG, "--modes", "onnx", "--variants", "fused", "--repeats", "1",
-                     "--json", str(out)] + TINY)
+    rc = bench.main(["--configs", YOLO_CFG, "--modes", "onnx", "network", "--variants", "fused", "--repeats", "1",
+                     "--clock", "cpu", "--json", str(out)] + TINY)
     assert rc == 0
     rows = _table_rows(capsys.readouterr().out)
-    assert [(r[0], r[1], r[3], r[4]) for r in rows] == [("yolov8seg_instant_test", "fused", "onnx", "64x64")]
-    row = json.loads(out.read_text())["rows"][0]
-    assert row["runtime"] == "onnxruntime CPUExecutionProvider" and row["runs"] == 20
+    assert [(r[0], r[1], r[3], r[4]) for r in rows] == [("yolov8seg_instant_test", "fused", m, "64x64")
+                                                         for m in ("network", "onnx")]
+    data = json.loads(out.read_text())
+    assert data["clock"] == "cpu"
+    row = data["rows"][1]
+    assert row["runtime"] == "onnxruntime CPUExecutionProvider" and row["runs"] == 20 and row["min_ms"] > 0
 
 
-def test_benchmark_rejects_fp16_on_the_cpu(bench, tmp_path):
+def test_benchmark_rejects_fp16_on_the_cpu_and_cpu_clock_with_threads(bench, tmp_path):
     with pytest.raises(ValueError, match="fp16"):
         bench.main(["--configs", YOLO_CFG, "--precision", "fp16", "--device", "cpu", "--modes", "network",
                     "--json", str(tmp_path / "x.json")] + TINY)
+    with pytest.raises(ValueError, match="--threads 1"):
+        bench.main(["--configs", YOLO_CFG, "--modes", "network", "--clock", "cpu", "--json", str(tmp_path / "y.json")]
+                   + TINY[:-2] + ["--threads", "2"])

@@ -25,7 +25,8 @@ Variants: ``fused`` (``model.fuse()``: Conv+BN and RepVGG re-parameterisation) a
 Precision: fp32 everywhere; fp16 / bf16 autocast on a GPU (bf16 also on the CPU when asked).
 
 Timing: :func:`medseg_core.profiling.measure_latency` (no grad, warm-up, at least 20 timed runs,
-CUDA-synchronised). Each row is measured ``--repeats`` times, the rows taking turns (order
+CUDA-synchronised, wall clock), or with ``--clock cpu --threads 1`` the thread's CPU time per call
+(steadier when other processes share the cores). Each row is measured ``--repeats`` times, the rows taking turns (order
 reversed on every other repeat) so that drifting load on a shared machine hits all configs
 alike; a row's statistics pool the timed runs of all repeats and its per-repeat medians are
 kept. Throughput = 1000 / median latency (batch 1). ``--reference`` (default: the last config)
@@ -88,11 +89,36 @@ class Row:
 
 # ------------------------------------------------------------------------- measurement
 def measure(fn: Callable[[], object], device: torch.device, warmup: int, runs: int,
-            amp_dtype: Optional[torch.dtype], fused: bool, mode: str) -> List[float]:
-    """The one timing loop of this tool (swap here): per-call latencies in milliseconds."""
-    from medseg_core.profiling import measure_latency
+            amp_dtype: Optional[torch.dtype], fused: bool, mode: str, clock: str = "wall") -> List[float]:
+    """The one timing loop of this tool (swap here): per-call latencies in milliseconds.
 
-    return measure_latency(fn, device, warmup=warmup, runs=runs, amp_dtype=amp_dtype, fused=fused, mode=mode).times_ms
+    ``clock="wall"``: :func:`medseg_core.profiling.measure_latency` (wall clock). ``clock="cpu"``:
+    the CPU time of this thread, only with one intra-op thread on the CPU (then all the work runs
+    on this thread): on a shared machine it leaves out the time the process waits for a core,
+    which wall-clock latencies include at random."""
+    from medseg_core.profiling import MIN_RUNS, measure_latency
+
+    if clock == "wall":
+        return measure_latency(fn, device, warmup=warmup, runs=runs, amp_dtype=amp_dtype, fused=fused,
+                               mode=mode).times_ms
+    if device.type != "cpu" or torch.get_num_threads() != 1:
+        raise ValueError("tools/benchmark.py: --clock cpu needs --threads 1 on the CPU (thread CPU time is "
+                         "a latency only when one thread does all the work)")
+    if runs < MIN_RUNS or warmup < 1:
+        raise ValueError(f"tools/benchmark.py: need --runs >= {MIN_RUNS} and --warmup >= 1")
+
+    def call():
+        with torch.no_grad(), torch.autocast("cpu", dtype=amp_dtype, enabled=amp_dtype is not None):
+            return fn()
+
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(runs):
+        t0 = time.thread_time()
+        call()
+        times.append(1000.0 * (time.thread_time() - t0))
+    return times
 
 
 def _amp(device: torch.device, precision: str) -> Optional[torch.dtype]:
@@ -238,6 +264,8 @@ def get_parser() -> argparse.ArgumentParser:
                    help="default: fp32 on the CPU; fp32 fp16 bf16 on a GPU")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     p.add_argument("--device", default="", help="cpu or cuda (default: the config's MODEL.DEVICE)")
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="wall clock (default), or this "
+                   "thread's CPU time (needs --threads 1; steadier on a shared machine)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--runs", type=int, default=50, help="timed runs per row and repeat (>= 20)")
     p.add_argument("--repeats", type=int, default=3, help="measure every row this many times, taking turns")
@@ -263,7 +291,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for rep in range(args.repeats):
         order = jobs if rep % 2 == 0 else list(reversed(jobs))
         for row, fn, device, amp, fused in order:
-            times = measure(fn, device, args.warmup, args.runs, amp, fused, row.mode)
+            times = measure(fn, device, args.warmup, args.runs, amp, fused, row.mode, args.clock)
             row.times_ms += times
             row.repeat_medians_ms.append(statistics.median(times))
             logger.info("repeat %d/%d %s %s %s %s: %.2f ms", rep + 1, args.repeats, row.name, row.variant,
@@ -275,7 +303,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     dev = jobs[0][2] if jobs else torch.device("cpu")
     header = (f"device: {device_description(dev)}; torch {torch.__version__}, {torch.get_num_threads()} intra-op "
-              f"threads; batch 1; {args.warmup} warm-up + {args.runs} timed runs x {args.repeats} repeats per row")
+              f"threads; batch 1; {args.warmup} warm-up + {args.runs} timed runs x {args.repeats} repeats per row; "
+              f"{'wall-clock' if args.clock == 'wall' else 'thread-CPU-time'} latencies")
     table = format_table(rows, reference)
     print(header)
     print(table)
@@ -290,6 +319,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "device": device_description(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "python": platform.python_version(), "argv": list(argv) if argv is not None else sys.argv[1:],
         "warmup": args.warmup, "runs": args.runs, "repeats": args.repeats, "reference": reference,
+        "clock": args.clock,
         "weights": info["weights"], "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "rows": [dict(config=r.config, name=r.name, variant=r.variant, precision=r.precision, mode=r.mode,
                       input_shape=r.input_shape, params=r.params, repeat_medians_ms=r.repeat_medians_ms,
