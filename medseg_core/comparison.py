@@ -66,6 +66,8 @@ class Column:
     fmt: str = "{:.1f}"
     scale: float = 1.0
     fn: Optional[Callable[[Dict[str, Any]], float]] = None
+    # False for numbers that cannot vary between seeds (params, FLOPs): shown without "± 0"
+    per_seed: bool = True
 
     def read(self, run: Dict[str, Any]) -> float:
         if self.fn is not None:
@@ -168,9 +170,9 @@ TASKS: Dict[str, TaskSpec] = {
 }
 
 EFFICIENCY_COLUMNS: Tuple[Column, ...] = (
-    Column("params_m", "Params (M)", (("complexity", "params"),), False, "{:.2f}", 1e-6),
-    Column("gflops_paper", "GFLOPs (paper conv.)", (("complexity", "gflops_paper"),), False, "{:.1f}"),
-    Column("gflops_fvcore", "GFLOPs (fvcore)", (("complexity", "gflops_fvcore"),), False, "{:.1f}"),
+    Column("params_m", "Params (M)", (("complexity", "params"),), False, "{:.2f}", 1e-6, per_seed=False),
+    Column("gflops_paper", "GFLOPs (paper conv.)", (("complexity", "gflops_paper"),), False, "{:.1f}", per_seed=False),
+    Column("gflops_fvcore", "GFLOPs (fvcore)", (("complexity", "gflops_fvcore"),), False, "{:.1f}", per_seed=False),
     Column("latency_ms", "Latency (ms)", (("latency", "median_ms"),), False, "{:.1f}"),
     Column("fps", "FPS", (("latency", "fps"),), True, "{:.1f}"),
     # network alone (complexity_forward: no pre/post-processing) where a model defines it, the
@@ -322,7 +324,7 @@ def _fmt(col: Column, mean: float, std: float, n: int) -> str:
     if not math.isfinite(mean):
         return "–"
     s = col.fmt.format(mean)
-    if n > 1 and math.isfinite(std):
+    if n > 1 and col.per_seed and math.isfinite(std):
         s += " ± " + col.fmt.format(std)
     return s
 
