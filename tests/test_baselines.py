@@ -147,7 +147,8 @@ def test_mask2former_instance_inference_hand_made():
 
 
 def test_mask2former_loss_uses_polygon_and_empty_targets():
-    """Polygons (smoke set) are rasterised; an image without instances still gives finite losses."""
+    """Polygons (smoke set) are rasterised; an image without annotations (no gt_masks field)
+    still gives finite losses."""
     cfg = load_test_cfg(os.path.join(QS, "mask2former_R50_instant_test.yaml"), "INPUT.MIN_SIZE_TRAIN", "(64,)",
                         "INPUT.MAX_SIZE_TRAIN", 64, "MODEL.MASK2FORMER.TRAIN_NUM_POINTS", 256)
     from detectron2.modeling import build_model
@@ -159,10 +160,10 @@ def test_mask2former_loss_uses_polygon_and_empty_targets():
     a.gt_boxes = Boxes(torch.tensor([[4.0, 4.0, 20.0, 30.0]]))
     a.gt_classes = torch.tensor([2])
     a.gt_masks = PolygonMasks([[[4.0, 4.0, 20.0, 4.0, 20.0, 30.0, 4.0, 30.0]]])
+    # an image without annotations: Detectron2's mapper gives boxes and classes but no gt_masks
     b = Instances((64, 48))
     b.gt_boxes = Boxes(torch.zeros((0, 4)))
     b.gt_classes = torch.zeros((0,), dtype=torch.int64)
-    b.gt_masks = PolygonMasks([])
     batch = [
         {"image": torch.randint(0, 255, (3, 64, 48), dtype=torch.uint8), "instances": a},
         {"image": torch.randint(0, 255, (3, 64, 48), dtype=torch.uint8), "instances": b},

@@ -133,6 +133,11 @@ def _build_hf_model(hf_config) -> nn.Module:
 
 def _gt_masks_tensor(instances: Instances, height: int, width: int) -> torch.Tensor:
     """(N, height, width) float masks from BitMasks or polygons (rasterised at the image size)."""
+    if not instances.has("gt_masks"):
+        # Detectron2's mapper sets no gt_masks on an image without annotations (a valid negative)
+        if len(instances) == 0:
+            return torch.zeros((0, height, width), dtype=torch.float32)
+        raise ValueError("HFMask2Former: training instances have no gt_masks (is the data set annotated with masks?)")
     gm = instances.gt_masks
     if isinstance(gm, BitMasks):
         t = gm.tensor
