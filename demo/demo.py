@@ -29,7 +29,6 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 

@@ -49,7 +49,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch import nn
 
 import medseg_core  # noqa: F401  (NumPy-2 / Pillow shim before detectron2)
 
