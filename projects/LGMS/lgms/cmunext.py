@@ -21,9 +21,10 @@ from torch import nn
 from medseg_core import compat  # noqa: F401
 
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY, SEM_SEG_HEADS_REGISTRY, Backbone
+from detectron2.modeling import BACKBONE_REGISTRY, SEM_SEG_HEADS_REGISTRY
 
 from .head import UShapeSemSegHead
+from .ushape_backbone import UShapeBackbone
 from .layers import FusionConv, StemConv, UpConv, conv_cls, make_norm, maxpool
 
 __all__ = ["CMUNeXtBlock", "CMUNeXtStage", "CMUNeXtEncoder", "CMUNeXtDecoder", "CMUNeXtBackbone", "CMUNeXtHead"]
@@ -89,26 +90,16 @@ class CMUNeXtDecoder(nn.Module):
 
 
 @BACKBONE_REGISTRY.register()
-class CMUNeXtBackbone(Backbone):
+class CMUNeXtBackbone(UShapeBackbone):
     """CMUNeXt encoder: ``res1..res5`` at strides 1..16 with ``MODEL.CMUNEXT.DIMS`` channels."""
 
     def __init__(self, cfg, input_shape: ShapeSpec):
-        super().__init__()
         c = cfg.MODEL.CMUNEXT
         dims, depths, kernels = list(c.DIMS), list(c.DEPTHS), list(c.KERNELS)
         if not (len(dims) == len(depths) == len(kernels) == 5):
             raise ValueError(f"MODEL.CMUNEXT: DIMS, DEPTHS and KERNELS need 5 entries each, got {dims}, {depths}, {kernels}")
-        self.encoder = CMUNeXtEncoder(input_shape.channels, dims, depths, kernels)
-        self._out_features = list(FEATURES)
-        self._out_feature_channels = dict(zip(FEATURES, dims))
-        self._out_feature_strides = dict(zip(FEATURES, (1, 2, 4, 8, 16)))
-
-    @property
-    def size_divisibility(self) -> int:
-        return 16
-
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return self.encoder(x)
+        encoder = CMUNeXtEncoder(input_shape.channels, dims, depths, kernels)
+        super().__init__(encoder, dims, 16)
 
 
 @SEM_SEG_HEADS_REGISTRY.register()

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Dict
 
-import torch
 
 from medseg_core import compat  # noqa: F401
 
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY, SEM_SEG_HEADS_REGISTRY, Backbone
+from detectron2.modeling import BACKBONE_REGISTRY, SEM_SEG_HEADS_REGISTRY
 
 from .head import UShapeSemSegHead
+from .ushape_backbone import UShapeBackbone
 from .lgmsnet import FEATURE_NAMES, SIZE_DIVISIBILITY, LGMSNetDecoder, LGMSNetEncoder
 
 __all__ = ["LGMSNetBackbone", "LGMSNetHead", "lgms_kwargs"]
@@ -34,28 +34,18 @@ def lgms_kwargs(cfg) -> Dict:
 
 
 @BACKBONE_REGISTRY.register()
-class LGMSNetBackbone(Backbone):
+class LGMSNetBackbone(UShapeBackbone):
     """LGMSNet encoder (stem, LMS x3, GMS x2) with Detectron2's backbone interface."""
 
     def __init__(self, cfg, input_shape: ShapeSpec):
-        super().__init__()
         c = cfg.MODEL.LGMS
-        self.encoder = LGMSNetEncoder(
+        encoder = LGMSNetEncoder(
             in_channels=input_shape.channels, depths=list(c.DEPTHS), lms_kernels=list(c.LMS_KERNELS),
             lms_variant=c.LMS_VARIANT, nd=2, **lgms_kwargs(cfg),
         )
         # 2x2 unfold at stride 16 -> multiples of 32 (or more with a larger patch)
-        self._size_divisibility = max(SIZE_DIVISIBILITY, 16 * int(c.GMS_PATCH))
-        self._out_features = list(FEATURE_NAMES)
-        self._out_feature_channels = dict(zip(FEATURE_NAMES, self.encoder.dims))
-        self._out_feature_strides = dict(zip(FEATURE_NAMES, (1, 2, 4, 8, 16)))
-
-    @property
-    def size_divisibility(self) -> int:
-        return self._size_divisibility
-
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return self.encoder(x)
+        size_divisibility = max(SIZE_DIVISIBILITY, 16 * int(c.GMS_PATCH))
+        super().__init__(encoder, encoder.dims, size_divisibility)
 
 
 @SEM_SEG_HEADS_REGISTRY.register()

@@ -27,9 +27,10 @@ from torch import nn
 from medseg_core import compat  # noqa: F401
 
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY, SEM_SEG_HEADS_REGISTRY, Backbone
+from detectron2.modeling import BACKBONE_REGISTRY, SEM_SEG_HEADS_REGISTRY
 
 from .head import UShapeSemSegHead
+from .ushape_backbone import UShapeBackbone
 from .layers import maxpool
 
 __all__ = ["CMRF", "TinyUNetEncoder", "TinyUNetDecoder", "TinyUNetBackbone", "TinyUNetHead"]
@@ -109,25 +110,15 @@ class TinyUNetDecoder(nn.Module):
 
 
 @BACKBONE_REGISTRY.register()
-class TinyUNetBackbone(Backbone):
+class TinyUNetBackbone(UShapeBackbone):
     """TinyU-Net encoder: skips ``res1..res4`` (64..512 channels) and the stride-16 ``res5``."""
 
     def __init__(self, cfg, input_shape: ShapeSpec):
-        super().__init__()
         dims = list(cfg.MODEL.TINYUNET.DIMS)
         if len(dims) != 4:
             raise ValueError(f"MODEL.TINYUNET.DIMS needs 4 widths, got {dims}")
-        self.encoder = TinyUNetEncoder(input_shape.channels, dims)
-        self._out_features = list(FEATURES)
-        self._out_feature_channels = dict(zip(FEATURES, dims + [dims[-1]]))
-        self._out_feature_strides = dict(zip(FEATURES, (1, 2, 4, 8, 16)))
-
-    @property
-    def size_divisibility(self) -> int:
-        return 16
-
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return self.encoder(x)
+        encoder = TinyUNetEncoder(input_shape.channels, dims)
+        super().__init__(encoder, dims + [dims[-1]], 16)
 
 
 @SEM_SEG_HEADS_REGISTRY.register()

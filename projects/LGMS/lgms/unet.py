@@ -17,9 +17,10 @@ from torch import nn
 from medseg_core import compat  # noqa: F401
 
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY, SEM_SEG_HEADS_REGISTRY, Backbone
+from detectron2.modeling import BACKBONE_REGISTRY, SEM_SEG_HEADS_REGISTRY
 
 from .head import UShapeSemSegHead
+from .ushape_backbone import UShapeBackbone
 from .layers import StemConv, UpConv, maxpool
 
 __all__ = ["DoubleConv", "UNetEncoder", "UNetDecoder", "UNetBackbone", "UNetHead"]
@@ -64,25 +65,15 @@ class UNetDecoder(nn.Module):
 
 
 @BACKBONE_REGISTRY.register()
-class UNetBackbone(Backbone):
+class UNetBackbone(UShapeBackbone):
     """U-Net encoder: ``res1..res5`` at strides 1..16 with ``MODEL.UNET.DIMS`` channels."""
 
     def __init__(self, cfg, input_shape: ShapeSpec):
-        super().__init__()
         dims = list(cfg.MODEL.UNET.DIMS)
         if len(dims) != 5:
             raise ValueError(f"MODEL.UNET.DIMS needs 5 widths, got {dims}")
-        self.encoder = UNetEncoder(input_shape.channels, dims)
-        self._out_features = list(FEATURES)
-        self._out_feature_channels = dict(zip(FEATURES, dims))
-        self._out_feature_strides = dict(zip(FEATURES, (1, 2, 4, 8, 16)))
-
-    @property
-    def size_divisibility(self) -> int:
-        return 16
-
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        return self.encoder(x)
+        encoder = UNetEncoder(input_shape.channels, dims)
+        super().__init__(encoder, dims, 16)
 
 
 @SEM_SEG_HEADS_REGISTRY.register()
