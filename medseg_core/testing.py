@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import torch
 

@@ -1,7 +1,6 @@
 """LGMSNet-3D: the 2D blocks with nd=3 in the shared volumetric path (shapes, counts, training)."""
 import os
 
-import pytest
 import torch
 from torch import nn
 

@@ -1,6 +1,5 @@
 """LMSF-A paper modules: output shapes, parameter formulas (design notes §2), re-parameterisation
 equivalence (RepVGGDW, RVB, Conv-BN, SSFF), EMA against hand-computed cases, DFL decoding."""
-import math
 
 import numpy as np
 import pytest

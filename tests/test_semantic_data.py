@@ -1,6 +1,5 @@
 """Semantic data path: generated smoke sets, the semantic mapper's decoding and augmentation."""
 import numpy as np
-import pytest
 from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog

@@ -50,7 +50,6 @@ def register_data(args, log):
 
 
 def write_overlays(cfg, model, dataset_name, out_dir, num, score_thresh):
-    import numpy as np
     import torch
     from PIL import Image
     from detectron2.data import DatasetCatalog, MetadataCatalog

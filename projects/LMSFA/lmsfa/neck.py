@@ -23,7 +23,7 @@ names the node.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import medseg_core  # noqa: F401  (NumPy-2 / Pillow shim before detectron2)
 import torch

@@ -13,7 +13,7 @@ Params (notes §2.1): cv1 = 2c*c1 + 4c; cv2 = (2+n)c*c2 + 2*c2; v8 bottleneck = 
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
