@@ -24,3 +24,13 @@ def shared_data():
 @pytest.fixture(scope="session")
 def repo_root():
     return REPO
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread (small 3D convolutions gain nothing from a second one, and
+    on a busy 2-core machine OpenMP spinning makes them up to 10x slower); restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -17,14 +17,7 @@ from medseg_core.modeling.volumetric import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small 3D convolutions gain nothing from a second thread, and on a busy 2-core machine
-    # OpenMP spinning makes them up to 10x slower; restored afterwards
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _Pointwise(nn.Module):
