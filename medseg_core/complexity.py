@@ -24,9 +24,14 @@ Counting runs on the network only, not on pre/post-processing: a meta-architectu
 ``complexity_forward(images: Tensor)`` is counted through it; otherwise the whole model runs on
 ``[{"image": tensor}]`` in eval mode (Detectron2's own models; their FLOPs then depend on the
 number of detections). Other projects may add rules with :func:`register_thop_rule`.
+
+Some modules have exact inference-only fast paths (e.g. LMSF-A's SSFF mixes each scale at its
+own resolution); the conventions describe the architecture as published, so counting runs
+inside :func:`counting_reference`, where such modules take their reference path.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import logging
@@ -46,6 +51,22 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CONVENTIONS = ("thop2x", "thop", "fvcore")
+_COUNTING_REFERENCE = False
+
+
+def counting_reference() -> bool:
+    """True while FLOPs are being counted: exact fast paths must take their reference path."""
+    return _COUNTING_REFERENCE
+
+
+@contextlib.contextmanager
+def _reference_paths():
+    global _COUNTING_REFERENCE
+    previous, _COUNTING_REFERENCE = _COUNTING_REFERENCE, True
+    try:
+        yield
+    finally:
+        _COUNTING_REFERENCE = previous
 RuleFn = Callable[[nn.Module, Tuple[Any, ...], Any], float]
 
 
@@ -203,7 +224,8 @@ def thop_legacy_ops(model: nn.Module, run: Callable[[], Any]) -> Tuple[float, Di
     for m in _counted_modules(model):
         handles.append(m.register_forward_hook(hook))
     try:
-        run()
+        with _reference_paths():
+            run()
     finally:
         for h in handles:
             h.remove()
@@ -242,7 +264,8 @@ def fvcore_flops(model: nn.Module, images: Tensor, fn: Optional[Callable[[Tensor
     wrapper = _TensorForward(model, fn or model)
     analysis = FlopCountAnalysis(wrapper, (images,))
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-    return float(analysis.total())
+    with _reference_paths():
+        return float(analysis.total())
 
 
 def _thop_on_meta(model: nn.Module, images: Tensor, fn: Callable[[Tensor], Any]):

@@ -4,6 +4,7 @@ equivalence (RepVGGDW, RVB, Conv-BN, SSFF), EMA against hand-computed cases, DFL
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lmsfa.dfl import DFL, bbox2dist, dfl_decode, dist2bbox, make_anchors
@@ -109,6 +110,32 @@ def test_zoomcat_pools_large_and_upsamples_small():
     # top-left 2x2 window of `large` is [0, 1, 4, 5]: max 5 + mean 2.5
     assert y[0, 0, 0, 0] == 7.5
     assert torch.all(y[0, 1] == -1.0) and torch.all(y[0, 2] == 7.0)
+
+
+def test_zoomcat_fast_path_equals_adaptive_pools():
+    torch.manual_seed(0)
+    large, medium, small = torch.randn(2, 8, 20, 24), torch.randn(2, 8, 10, 12), torch.randn(2, 8, 5, 6)
+    ref = torch.cat([
+        F.adaptive_max_pool2d(large, (10, 12)) + F.adaptive_avg_pool2d(large, (10, 12)),
+        medium, F.interpolate(small, size=(10, 12), mode="nearest")], dim=1)
+    assert torch.equal(ZoomCat()([large, medium, small]), ref)
+    # not exactly 2x: the adaptive pools are used
+    odd = torch.randn(1, 8, 21, 24)
+    ref = F.adaptive_max_pool2d(odd, (10, 12)) + F.adaptive_avg_pool2d(odd, (10, 12))
+    assert torch.equal(ZoomCat()([odd, medium[:1], small[:1]])[:, :8], ref)
+
+
+def test_ssff_inference_path_equals_stacked_scale_max():
+    torch.manual_seed(3)
+    m = randomize_bn(ScaleSequenceFusion([16, 32, 64], 24)).eval()
+    with torch.no_grad():
+        m.bn.running_mean.uniform_(-1, 1)
+        m.bn.running_var.uniform_(0.5, 2)
+        xs = [torch.randn(2, 16, 8, 10), torch.randn(2, 32, 4, 5), torch.randn(2, 64, 2, 3)]
+        p3, p4, p5 = m.conv0(xs[0]), m.conv1(xs[1]), m.conv2(xs[2])
+        p4, p5 = (F.interpolate(p, size=(8, 10), mode="nearest") for p in (p4, p5))
+        ref = m.pool_3d(m.act(m.bn(m.conv3d(torch.stack([p3, p4, p5], 2))))).squeeze(2)
+        assert (m(xs) - ref).abs().max() < 1e-6
 
 
 def test_add():

@@ -15,6 +15,13 @@ describe the released model nor its counts, so the YAML module is built (notes Â
 :class:`Add` sums its inputs (SSFF output + the neck's P3 output; ASF-YOLO's CPAM attention is
 replaced by this plain sum in LMSF-A's YAML).
 Params = [c3*C + 2C if projected] + (c4*C + 2C) + (c5*C + 2C) + C^2 + C + 2C.
+
+Speed: at inference the 1x1x1 conv, BatchNorm (running statistics) and LeakyReLU act on each
+pixel and each scale separately, so they commute with nearest upsampling: P4 and P5 are mixed
+at their own (4x, 16x smaller) resolution, upsampled, and the scale max is a ``torch.maximum``.
+Same output, about 4x faster on the CPU than stacking for ``MaxPool3d``. Training keeps the
+stacked form because BatchNorm's batch statistics are taken jointly over the three scales, and
+FLOP counting (``medseg_core.complexity``) counts the stacked form, the published architecture.
 """
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from medseg_core.complexity import counting_reference
 
 from .conv import ConvBNAct, fold_bn
 
@@ -45,13 +54,22 @@ class ScaleSequenceFusion(nn.Module):
 
     def forward(self, x: Sequence[Tensor]) -> Tensor:
         p3, p4, p5 = x
-        p3 = self.conv0(p3)
+        p3, p4, p5 = self.conv0(p3), self.conv1(p4), self.conv2(p5)
         size = p3.shape[-2:]
-        p4 = F.interpolate(self.conv1(p4), size=size, mode="nearest")
-        p5 = F.interpolate(self.conv2(p5), size=size, mode="nearest")
+        if not self.training and not counting_reference():
+            y3, y4, y5 = (self._mix(p) for p in (p3, p4, p5))
+            y4 = F.interpolate(y4, size=size, mode="nearest")
+            y5 = F.interpolate(y5, size=size, mode="nearest")
+            return torch.maximum(torch.maximum(y3, y4), y5)
+        p4 = F.interpolate(p4, size=size, mode="nearest")
+        p5 = F.interpolate(p5, size=size, mode="nearest")
         seq = torch.stack([p3, p4, p5], dim=2)               # (B, C, 3, H, W)
         y = self.pool_3d(self.act(self.bn(self.conv3d(seq))))
         return y.squeeze(2)
+
+    def _mix(self, p: Tensor) -> Tensor:
+        """Per-pixel channel mix of one scale: Conv3d 1x1x1 -> BN (eval) -> LeakyReLU."""
+        return self.act(self.bn(self.conv3d(p.unsqueeze(2)))).squeeze(2)
 
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
