@@ -82,30 +82,26 @@ def build_hf_mask2former_config(cfg):
     if m.NUM_CLASSES < 1:
         raise ConfigError(f"MODEL.MASK2FORMER.NUM_CLASSES must be >= 1, got {m.NUM_CLASSES}")
     with _QuietTransformers():
-        return _mask2former_config(Mask2FormerConfig, m)
-
-
-def _mask2former_config(Mask2FormerConfig, m):
-    return Mask2FormerConfig(
-        backbone_config=_backbone_config(m.BACKBONE, m.DROP_PATH_RATE),
-        use_pretrained_backbone=False,
-        num_labels=m.NUM_CLASSES,
-        num_queries=m.NUM_QUERIES,
-        hidden_dim=m.HIDDEN_DIM,
-        feature_size=m.HIDDEN_DIM,
-        mask_feature_size=m.HIDDEN_DIM,
-        decoder_layers=m.DEC_LAYERS,
-        encoder_layers=m.ENC_LAYERS,
-        dim_feedforward=m.DIM_FEEDFORWARD,
-        class_weight=m.CLASS_WEIGHT,
-        mask_weight=m.MASK_WEIGHT,
-        dice_weight=m.DICE_WEIGHT,
-        no_object_weight=m.NO_OBJECT_WEIGHT,
-        use_auxiliary_loss=m.DEEP_SUPERVISION,
-        train_num_points=m.TRAIN_NUM_POINTS,
-        oversample_ratio=m.OVERSAMPLE_RATIO,
-        importance_sample_ratio=m.IMPORTANCE_SAMPLE_RATIO,
-    )
+        return Mask2FormerConfig(
+            backbone_config=_backbone_config(m.BACKBONE, m.DROP_PATH_RATE),
+            use_pretrained_backbone=False,
+            num_labels=m.NUM_CLASSES,
+            num_queries=m.NUM_QUERIES,
+            hidden_dim=m.HIDDEN_DIM,
+            feature_size=m.HIDDEN_DIM,
+            mask_feature_size=m.HIDDEN_DIM,
+            decoder_layers=m.DEC_LAYERS,
+            encoder_layers=m.ENC_LAYERS,
+            dim_feedforward=m.DIM_FEEDFORWARD,
+            class_weight=m.CLASS_WEIGHT,
+            mask_weight=m.MASK_WEIGHT,
+            dice_weight=m.DICE_WEIGHT,
+            no_object_weight=m.NO_OBJECT_WEIGHT,
+            use_auxiliary_loss=m.DEEP_SUPERVISION,
+            train_num_points=m.TRAIN_NUM_POINTS,
+            oversample_ratio=m.OVERSAMPLE_RATIO,
+            importance_sample_ratio=m.IMPORTANCE_SAMPLE_RATIO,
+        )
 
 
 class _QuietTransformers:
