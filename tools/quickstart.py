@@ -30,7 +30,9 @@ def parse_args(argv=None):
     p.add_argument("--data", default="", help="LabelMe folder, COCO .json, or a folder with annotations/ and images/")
     p.add_argument("--config-file", default="", help="config to train (default: the flagship's tiny CPU config)")
     p.add_argument("--output", default=os.path.join(REPO, "output", "quickstart"), help="output folder")
-    p.add_argument("--max-iter", type=int, default=0, help="training iterations (default: the config's)")
+    p.add_argument("--max-iter", type=int, default=150,
+                   help="training iterations (default 150: about a minute on 2 CPU cores with the flagship's "
+                        "tiny config, enough to see masks on the smoke set; 0 keeps the config's)")
     p.add_argument("--num-overlays", type=int, default=4, help="prediction overlays to write")
     p.add_argument("--score-thresh", type=float, default=0.25, help="minimum score drawn in overlays")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE config overrides")
@@ -50,13 +52,14 @@ def register_data(args, log):
 
 
 def write_overlays(cfg, model, dataset_name, out_dir, num, score_thresh):
+    """Ground truth | prediction PNGs for the first ``num`` images of ``dataset_name``."""
     import torch
     from PIL import Image
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.data import detection_utils as utils
 
     from medseg_core.data.mappers import build_dataset_mapper
-    from medseg_core.visualization import draw_ground_truth, draw_instances, side_by_side
+    from medseg_core.visualization import draw_dataset_ground_truth, draw_prediction, side_by_side
 
     os.makedirs(out_dir, exist_ok=True)
     meta = MetadataCatalog.get(dataset_name)
@@ -67,10 +70,9 @@ def write_overlays(cfg, model, dataset_name, out_dir, num, score_thresh):
         rgb = utils.read_image(d["file_name"], format="RGB")
         with torch.no_grad():
             out = model([mapper(dict(d))])[0]
-        pred = draw_instances(rgb, out["instances"], meta, score_thresh)
-        gt = draw_ground_truth(rgb, d, meta)
+        both = side_by_side(draw_dataset_ground_truth(rgb, d, meta), draw_prediction(rgb, out, meta, score_thresh))
         path = os.path.join(out_dir, os.path.splitext(os.path.basename(d["file_name"]))[0] + "_gt_vs_pred.png")
-        Image.fromarray(side_by_side(gt, pred)).save(path)
+        Image.fromarray(both).save(path)
         written.append(path)
     return written
 
