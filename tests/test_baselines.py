@@ -9,7 +9,6 @@ import torch
 
 import medseg_core  # noqa: F401
 
-from detectron2.data import DatasetCatalog
 from detectron2.layers import ShapeSpec
 from detectron2.structures import Instances
 

@@ -22,3 +22,13 @@ register_all_builtin()
 register_smoke_instances()
 register_smoke_volumes()
 register_smoke_semantic()
+
+__all__ = [
+    "datasets_root", "missing_builtin_reason", "register_all_builtin", "PELD_CLASSES",
+    "convert_labelme_folder", "labelme_to_coco", "register_coco_instances_checked",
+    "register_semantic_folder", "register_volume_folder", "resolve_mask_format", "SMOKE_NOTICE",
+    "ensure_smoke_instances", "make_smoke_labelme", "register_smoke_instances",
+    "ensure_smoke_volumes", "register_smoke_volumes", "ensure_smoke_semantic",
+    "register_smoke_semantic", "split_coco_file", "stratified_split", "DATASET_MAPPER_REGISTRY",
+    "build_dataset_mapper",
+]

@@ -11,3 +11,7 @@ import medseg_core  # noqa: F401  (compatibility shim before detectron2)
 
 from .config import add_baselines_config
 from . import mask2former, timm_backbone  # noqa: F401  (register the models)
+
+__all__ = [
+    "add_baselines_config",
+]

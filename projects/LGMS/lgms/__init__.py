@@ -12,3 +12,7 @@ import medseg_core.modeling  # noqa: F401  (VolumetricSegmentor, VOLUME_NETWORK_
 
 from . import meta_arch, lgmsnet_d2, unet, cmunext, tinyunet  # noqa: F401  (registrations)
 from . import lgmsnet3d  # noqa: F401  (registers "LGMSNet3D" for the VolumetricSegmentor)
+
+__all__ = [
+    "add_lgms_config",
+]

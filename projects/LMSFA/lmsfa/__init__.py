@@ -6,3 +6,7 @@ from . import neck  # noqa: F401  (registers build_lmsfa_backbone in BACKBONE_RE
 from . import heads  # noqa: F401  (registers the heads in LMSFA_HEAD_REGISTRY)
 from . import meta_arch  # noqa: F401  (registers LMSFA in META_ARCH_REGISTRY)
 from . import yolo_mapper  # noqa: F401  (registers the "yolo" mapper in DATASET_MAPPER_REGISTRY)
+
+__all__ = [
+    "add_lmsfa_config",
+]

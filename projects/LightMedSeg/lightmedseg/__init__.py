@@ -9,3 +9,7 @@ import medseg_core.modeling  # noqa: F401  (VolumetricSegmentor, VOLUME_NETWORK_
 
 from .config import add_lightmedseg_config
 from .lightmedseg import LightMedSeg  # noqa: F401  (registers "LightMedSeg")
+
+__all__ = [
+    "add_lightmedseg_config", "LightMedSeg",
+]

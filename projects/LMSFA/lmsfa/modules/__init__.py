@@ -11,3 +11,11 @@ from .repvit import Conv2dBN, RepVGGDW, RepViTBlock
 from .sppf import SPPF
 from .ssff import Add, ScaleSequenceFusion
 from .tfe import ZoomCat
+
+__all__ = [
+    "AFGCAttention", "CPCA", "SimAM", "SqueezeExcite", "build_attention", "Bottleneck", "C2f",
+    "C2fPro", "C2fContextGuided", "C2fFaster", "C2fStar", "ContextGuidedBlock", "FasterBlock",
+    "StarBlock", "ConvBNAct", "ConvGNAct", "DSConv", "DWConv", "Scale", "autopad", "fold_bn",
+    "make_divisible", "EMA", "BLOCK_NAMES", "build_csp_block", "Proto", "Conv2dBN", "RepVGGDW",
+    "RepViTBlock", "SPPF", "Add", "ScaleSequenceFusion", "ZoomCat",
+]
