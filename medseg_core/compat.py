@@ -12,8 +12,14 @@ We keep current NumPy 2 and Pillow (older Pillow lacks security fixes) and resto
 instead of pinning old releases. Every package of this project imports this module before any
 Detectron2 submodule. The aliases point at the Python builtins, which is what the removed NumPy
 names were.
+
+It also imports ``fvcore.nn`` and ``detectron2.modeling.box_regression`` (imported by every model
+anyway), after the aliases, with torch's "``torch.jit.script`` is deprecated" FutureWarning
+silenced: both script a function at import time, and that warning otherwise greets every command
+of the toolkit twice. Our own code never calls ``torch.jit.script`` implicitly.
 """
 import builtins
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -24,5 +30,10 @@ for _name in ("bool", "int", "float", "str", "object"):
 
 if not hasattr(Image, "LINEAR"):
     Image.LINEAR = Image.BILINEAR
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    import fvcore.nn  # noqa: F401,E402
+    import detectron2.modeling.box_regression  # noqa: F401,E402
 
 APPLIED = True
