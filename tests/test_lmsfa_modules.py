@@ -10,6 +10,8 @@ from torch import nn
 from lmsfa.dfl import DFL, bbox2dist, dfl_decode, dist2bbox, make_anchors
 from lmsfa.fuse import fuse_model
 from lmsfa.heads.lqe import LocationQualityEstimator
+from lmsfa.modules.proto import upsample_2x2_as_conv
+from lmsfa.modules.sppf import separable_max_pool
 from lmsfa.modules import (
     CPCA, EMA, SPPF, AFGCAttention, Add, C2f, C2fContextGuided, C2fFaster, C2fPro, C2fStar, ConvBNAct,
     ConvGNAct, Proto, RepVGGDW, RepViTBlock, ScaleSequenceFusion, SimAM, SqueezeExcite, ZoomCat,
@@ -123,6 +125,37 @@ def test_zoomcat_fast_path_equals_adaptive_pools():
     odd = torch.randn(1, 8, 21, 24)
     ref = F.adaptive_max_pool2d(odd, (10, 12)) + F.adaptive_avg_pool2d(odd, (10, 12))
     assert torch.equal(ZoomCat()([odd, medium[:1], small[:1]])[:, :8], ref)
+
+
+@pytest.mark.parametrize("k", [3, 5, 7])
+def test_separable_max_pool_equals_max_pool2d(k):
+    torch.manual_seed(k)
+    x = torch.randn(2, 4, 9, 13) - 3.0  # all-negative borders matter: padding must be -inf, not 0
+    assert torch.equal(separable_max_pool(x, k), F.max_pool2d(x, k, 1, k // 2))
+    with pytest.raises(ValueError, match="odd kernel"):
+        separable_max_pool(x, 4)
+
+
+def test_sppf_eval_path_equals_training_path():
+    torch.manual_seed(1)
+    m = randomize_bn(SPPF(16, 24)).eval()
+    x = torch.randn(1, 16, 20, 20)
+    with torch.no_grad():
+        fast = m(x)
+        m.train()
+        m.cv1.bn.eval(), m.cv2.bn.eval()  # keep running statistics: only the pooling path changes
+        assert torch.equal(fast, m(x))
+
+
+def test_proto_upsample_as_conv_equals_transposed_conv():
+    torch.manual_seed(2)
+    m = randomize_bn(Proto(16, 24, 8)).eval()
+    x = torch.randn(2, 16, 7, 9)
+    with torch.no_grad():
+        ref = m.upsample(m.cv1(x))
+        assert (upsample_2x2_as_conv(m.upsample, m.cv1(x)) - ref).abs().max() < 1e-5
+        assert (m(x) - m.cv3(m.cv2(ref))).abs().max() < 1e-5
+        assert m(x).shape == (2, 8, 14, 18)
 
 
 def test_ssff_inference_path_equals_stacked_scale_max():
