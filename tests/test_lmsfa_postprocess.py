@@ -1,5 +1,6 @@
 """LMSF-A inference post-processing: batched multi-label NMS, DFL box decoding and mask assembly
 on hand-built tensors (expected results worked out in the comments)."""
+import pytest
 import torch
 
 import medseg_core  # noqa: F401
@@ -81,3 +82,27 @@ def test_assemble_masks_resamples_to_original_size_and_crops_to_box():
     assert assemble_masks(coef[:0], protos, boxes[:0], (32, 24), (64, 48)).shape == (0, 64, 48)
     chunked = assemble_masks(coef, protos, boxes, (32, 24), (64, 48), max_chunk_pixels=64 * 48)
     assert torch.equal(chunked, m)
+
+
+def test_assemble_masks_box_path_equals_dense_path():
+    """The CPU path (each detection resampled inside its box) gives the dense path's masks,
+    including boxes that leave the image, degenerate boxes and boxes on pixel centres."""
+    torch.manual_seed(0)
+    k = 40
+    protos, coef = torch.randn(8, 20, 20), torch.randn(k, 8)
+    x1, y1 = torch.rand(k) * 200 - 20, torch.rand(k) * 120 - 20
+    boxes = torch.stack([x1, y1, x1 + torch.rand(k) * 80 + 1, y1 + torch.rand(k) * 60 + 1], 1)
+    boxes[0] = torch.tensor([0.0, 0.0, 213.0, 120.0])  # whole image
+    boxes[1] = torch.tensor([10.5, 10.5, 10.5, 10.5])  # one pixel centre
+    boxes[2] = torch.tensor([230.0, 10.0, 250.0, 20.0])  # outside the image
+    boxes[3] = torch.tensor([8.0, 16.0, 20.0, 40.0])  # edges on integer coordinates
+    for input_hw, output_hw in (((45, 80), (120, 213)), ((80, 80), (160, 160)), ((75, 64), (250, 213))):
+        dense = assemble_masks(coef, protos, boxes, input_hw, output_hw, method="dense")
+        boxed = assemble_masks(coef, protos, boxes, input_hw, output_hw, method="boxes")
+        assert torch.equal(boxed, dense)
+        assert dense.any() and not dense[2].any()
+    # "auto" takes the box path on the CPU
+    auto = assemble_masks(coef, protos, boxes, (45, 80), (120, 213))
+    assert torch.equal(auto, assemble_masks(coef, protos, boxes, (45, 80), (120, 213), method="dense"))
+    with pytest.raises(ValueError, match="method"):
+        assemble_masks(coef, protos, boxes, (45, 80), (120, 213), method="fast")

