@@ -123,11 +123,7 @@ def bilinear_matrix(n_out: int, n_in_content: float, n_grid: int, stride: float,
     the prototype coordinate ``that / stride - 0.5`` (cell centres at integers), clamped to the
     map: exactly grid_sample(align_corners=False, padding_mode="border") along that axis.
     """
-    u = (torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * (n_in_content / n_out) / stride - 0.5
-    u = u.clamp(0, n_grid - 1)
-    i0 = u.floor().long()
-    i1 = (i0 + 1).clamp(max=n_grid - 1)
-    a = u - i0.to(torch.float64)
+    i0, i1, a = _bilinear_taps(n_out, n_in_content, n_grid, stride, device)
     rows = torch.arange(n_out, device=device)
     m = torch.zeros((n_out, n_grid), dtype=torch.float64, device=device)
     m.index_put_((rows, i0), 1 - a, accumulate=True)
@@ -193,14 +189,15 @@ def assemble_masks(
     return out
 
 
-def _bilinear_taps(n_out: int, n_in_content: float, n_grid: int, stride: float, device,
-                   dtype: torch.dtype) -> Tuple[Tensor, Tensor, Tensor]:
-    """The two non-zeros of each row of :func:`bilinear_matrix`: indices i0, i1 and weight a of i1."""
+def _bilinear_taps(n_out: int, n_in_content: float, n_grid: int, stride: float, device=None
+                   ) -> Tuple[Tensor, Tensor, Tensor]:
+    """The two non-zeros of each row of :func:`bilinear_matrix`: indices i0, i1 and the (float64)
+    weight a of i1 (i0 gets 1 - a)."""
     u = (torch.arange(n_out, device=device, dtype=torch.float64) + 0.5) * (n_in_content / n_out) / stride - 0.5
     u = u.clamp(0, n_grid - 1)
     i0 = u.floor().long()
     i1 = (i0 + 1).clamp(max=n_grid - 1)
-    return i0, i1, (u - i0.to(torch.float64)).to(dtype)
+    return i0, i1, u - i0.to(torch.float64)
 
 
 def _assemble_in_boxes(logits: Tensor, boxes_out: Tensor, input_hw: Tuple[int, int], output_hw: Tuple[int, int],
@@ -209,8 +206,9 @@ def _assemble_in_boxes(logits: Tensor, boxes_out: Tensor, input_hw: Tuple[int, i
     k, hp, wp = logits.shape
     H, W = output_hw
     dev, dt = logits.device, logits.dtype
-    y0, y1, ay = _bilinear_taps(H, float(input_hw[0]), hp, proto_stride, dev, dt)
-    x0, x1, ax = _bilinear_taps(W, float(input_hw[1]), wp, proto_stride, dev, dt)
+    y0, y1, ay = _bilinear_taps(H, float(input_hw[0]), hp, proto_stride, dev)
+    x0, x1, ax = _bilinear_taps(W, float(input_hw[1]), wp, proto_stride, dev)
+    ay, ax = ay.to(dt), ax.to(dt)
     out.zero_()
     b = boxes_out.to(torch.float64)
     # pixel x is in the box when x1 <= x + 0.5 <= x2: x from ceil(x1 - 0.5) to floor(x2 - 0.5)
