@@ -10,7 +10,6 @@ from torch import nn
 from lmsfa.dfl import DFL, bbox2dist, dfl_decode, dist2bbox, make_anchors
 from lmsfa.fuse import fuse_model
 from lmsfa.heads.lqe import LocationQualityEstimator
-from lmsfa.modules.proto import upsample_2x2_as_conv
 from lmsfa.modules.sppf import separable_max_pool
 from lmsfa.modules import (
     CPCA, EMA, SPPF, AFGCAttention, Add, C2f, C2fContextGuided, C2fFaster, C2fPro, C2fStar, ConvBNAct,
@@ -145,17 +144,6 @@ def test_sppf_eval_path_equals_training_path():
         m.train()
         m.cv1.bn.eval(), m.cv2.bn.eval()  # keep running statistics: only the pooling path changes
         assert torch.equal(fast, m(x))
-
-
-def test_proto_upsample_as_conv_equals_transposed_conv():
-    torch.manual_seed(2)
-    m = randomize_bn(Proto(16, 24, 8)).eval()
-    x = torch.randn(2, 16, 7, 9)
-    with torch.no_grad():
-        ref = m.upsample(m.cv1(x))
-        assert (upsample_2x2_as_conv(m.upsample, m.cv1(x)) - ref).abs().max() < 1e-5
-        assert (m(x) - m.cv3(m.cv2(ref))).abs().max() < 1e-5
-        assert m(x).shape == (2, 8, 14, 18)
 
 
 def test_ssff_inference_path_equals_stacked_scale_max():
