@@ -147,13 +147,25 @@ def measure_latency(
     amp_dtype: Optional[torch.dtype] = None,
     fused: bool = False,
     mode: str = "model",
+    clock: str = "wall",
 ) -> LatencyResult:
-    """Time ``fn()`` ``runs`` times after ``warmup`` untimed calls (no grad, optional autocast)."""
+    """Time ``fn()`` ``runs`` times after ``warmup`` untimed calls (no grad, optional autocast).
+
+    ``clock="wall"``: wall clock (CUDA-synchronised). ``clock="cpu"``: this thread's CPU time,
+    only on the CPU with one intra-op thread (then all the work runs on this thread): on a shared
+    machine it leaves out the time the process waits for a core, which wall-clock latencies
+    include at random."""
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"clock = {clock!r}: 'wall' or 'cpu'")
     if runs < MIN_RUNS:
         raise ValueError(f"runs = {runs}: at least {MIN_RUNS} timed runs are needed for a stable median")
     if warmup < 1:
         raise ValueError(f"warmup = {warmup}: at least one warm-up call is needed")
     device = torch.device(device)
+    if clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
+        raise ValueError("clock = 'cpu' needs the CPU and one intra-op thread (thread CPU time is a latency "
+                         "only when one thread does all the work)")
+    now = time.perf_counter if clock == "wall" else time.thread_time
 
     def call():
         with torch.no_grad(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -165,10 +177,10 @@ def measure_latency(
     times: List[float] = []
     for _ in range(runs):
         _sync(device)
-        t0 = time.perf_counter()
+        t0 = now()
         call()
         _sync(device)
-        times.append(1000.0 * (time.perf_counter() - t0))
+        times.append(1000.0 * (now() - t0))
     q = statistics.quantiles(times, n=20, method="inclusive")  # 5 % steps
     q4 = statistics.quantiles(times, n=4, method="inclusive")
     median = statistics.median(times)

@@ -146,12 +146,19 @@ def test_sppf_eval_path_equals_training_path():
         assert torch.equal(fast, m(x))
 
 
-def test_ssff_inference_path_equals_stacked_scale_max():
-    torch.manual_seed(3)
+def ssff_with_random_statistics(seed: int) -> ScaleSequenceFusion:
+    """An eval-mode SSFF whose BatchNorm2d/3d carry non-trivial running statistics."""
+    torch.manual_seed(seed)
     m = randomize_bn(ScaleSequenceFusion([16, 32, 64], 24)).eval()
     with torch.no_grad():
         m.bn.running_mean.uniform_(-1, 1)
         m.bn.running_var.uniform_(0.5, 2)
+    return m
+
+
+def test_ssff_inference_path_equals_stacked_scale_max():
+    m = ssff_with_random_statistics(3)
+    with torch.no_grad():
         xs = [torch.randn(2, 16, 8, 10), torch.randn(2, 32, 4, 5), torch.randn(2, 64, 2, 3)]
         p3, p4, p5 = m.conv0(xs[0]), m.conv1(xs[1]), m.conv2(xs[2])
         p4, p5 = (F.interpolate(p, size=(8, 10), mode="nearest") for p in (p4, p5))
@@ -239,11 +246,7 @@ def test_rvb_and_c2f_pro_fuse_equivalence(attention):
 
 
 def test_ssff_fuse_folds_batchnorm3d():
-    torch.manual_seed(2)
-    m = randomize_bn(ScaleSequenceFusion([16, 32, 64], 24)).eval()
-    with torch.no_grad():
-        m.bn.running_mean.uniform_(-1, 1)
-        m.bn.running_var.uniform_(0.5, 2)
+    m = ssff_with_random_statistics(2)
     xs = [torch.randn(1, 16, 8, 8), torch.randn(1, 32, 4, 4), torch.randn(1, 64, 2, 2)]
     y0 = m(xs)
     fuse_model(m)

@@ -89,35 +89,12 @@ class Row:
 # ------------------------------------------------------------------------- measurement
 def measure(fn: Callable[[], object], device: torch.device, warmup: int, runs: int,
             amp_dtype: Optional[torch.dtype], fused: bool, mode: str, clock: str = "wall") -> List[float]:
-    """The one timing loop of this tool (swap here): per-call latencies in milliseconds.
+    """The one timing loop of this tool (swap here): per-call latencies in milliseconds, wall clock
+    or (``clock="cpu"``, one thread on the CPU) this thread's CPU time."""
+    from medseg_core.profiling import measure_latency
 
-    ``clock="wall"``: :func:`medseg_core.profiling.measure_latency` (wall clock). ``clock="cpu"``:
-    the CPU time of this thread, only with one intra-op thread on the CPU (then all the work runs
-    on this thread): on a shared machine it leaves out the time the process waits for a core,
-    which wall-clock latencies include at random."""
-    from medseg_core.profiling import MIN_RUNS, measure_latency
-
-    if clock == "wall":
-        return measure_latency(fn, device, warmup=warmup, runs=runs, amp_dtype=amp_dtype, fused=fused,
-                               mode=mode).times_ms
-    if device.type != "cpu" or torch.get_num_threads() != 1:
-        raise ValueError("tools/benchmark.py: --clock cpu needs --threads 1 on the CPU (thread CPU time is "
-                         "a latency only when one thread does all the work)")
-    if runs < MIN_RUNS or warmup < 1:
-        raise ValueError(f"tools/benchmark.py: need --runs >= {MIN_RUNS} and --warmup >= 1")
-
-    def call():
-        with torch.no_grad(), torch.autocast("cpu", dtype=amp_dtype, enabled=amp_dtype is not None):
-            return fn()
-
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        t0 = time.thread_time()
-        call()
-        times.append(1000.0 * (time.thread_time() - t0))
-    return times
+    return measure_latency(fn, device, warmup=warmup, runs=runs, amp_dtype=amp_dtype, fused=fused, mode=mode,
+                           clock=clock).times_ms
 
 
 def _amp(device: torch.device, precision: str) -> Optional[torch.dtype]:
@@ -278,6 +255,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
     logger.setLevel(logging.INFO)
+    if args.clock == "cpu" and args.threads != 1:
+        raise ValueError("tools/benchmark.py: --clock cpu needs --threads 1 (thread CPU time is a latency only "
+                         "when one thread does all the work)")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.repeats < 1:

@@ -159,6 +159,8 @@ def assemble_masks(
     pixel is kept when its logit is > 0 and its centre lies in the box. Detections are processed
     in chunks of at most ``max_chunk_pixels`` output pixels to bound memory.
     """
+    if method not in ("auto", "boxes", "dense"):
+        raise ValueError(f"lmsfa/postprocess.py: assemble_masks method must be auto, boxes or dense, got {method!r}")
     k = coef.shape[0]
     nm, hp, wp = protos.shape
     H, W = int(output_hw[0]), int(output_hw[1])
@@ -167,8 +169,6 @@ def assemble_masks(
     if k == 0:
         return out
     logits = (coef.to(protos.dtype) @ protos.reshape(nm, hp * wp)).view(k, hp, wp)
-    if method not in ("auto", "boxes", "dense"):
-        raise ValueError(f"lmsfa/postprocess.py: assemble_masks method must be auto, boxes or dense, got {method!r}")
     if method == "boxes" or (method == "auto" and dev.type == "cpu"):
         return _assemble_in_boxes(logits, boxes_out, input_hw, (H, W), proto_stride, out)
     dt = logits.dtype
