@@ -76,6 +76,16 @@ def add_medseg_config(cfg: _D2CfgNode) -> None:
     cfg.SOLVER.WARMUP_MOMENTUM = -1.0
     # Gradient accumulation: an optimizer step every this many iterations (1 = every iteration).
     cfg.SOLVER.ACCUMULATE_STEPS = 1
+    # Multi-process (DDP) training: SOLVER.IMS_PER_BATCH is the global batch of all processes
+    # together (each takes IMS_PER_BATCH / number of processes); BASE_LR, MAX_ITER and the
+    # schedule are per global step, so they need no change when the number of GPUs changes.
+    # Synchronise BatchNorm statistics over all processes (BN over the global batch, as one
+    # process on the whole batch would compute). Worth it when the per-process batch is small;
+    # no effect in one process or on GroupNorm / InstanceNorm models.
+    cfg.MODEL.SYNC_BATCHNORM = False
+    # DDP's find_unused_parameters: needed only by a model that leaves some parameters without
+    # a gradient in some iterations (costs a graph traversal per step).
+    cfg.MODEL.DDP_FIND_UNUSED_PARAMETERS = False
     # Weight averaging of the whole model (Polyak/EMA of weights, as YOLO trainers do), used
     # for evaluation and saved in checkpoints. Not to be confused with EMA attention.
     cfg.MODEL_EMA = CN()

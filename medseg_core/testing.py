@@ -7,6 +7,7 @@ by the shared trainer's step loop.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import tempfile
 from typing import Dict, List, Optional
@@ -20,7 +21,7 @@ from detectron2.utils.events import EventStorage
 
 from .config import load_config
 
-__all__ = ["load_test_cfg", "train_steps", "inference_outputs", "shared_data_or_skip"]
+__all__ = ["load_test_cfg", "train_steps", "inference_outputs", "shared_data_or_skip", "train_recorded"]
 
 
 def load_test_cfg(config_file: Optional[str], *opts, output_dir: Optional[str] = None):
@@ -82,3 +83,48 @@ def shared_data_or_skip(pytest_module) -> str:
 
 def registered(name: str) -> bool:
     return name in DatasetCatalog.list()
+
+
+def train_recorded(jobs: List[Dict]) -> None:
+    """Train each job ``{"config_file", "opts", "record"}`` as ``tools/train_net.py`` does, in this
+    process or on every rank of a :func:`medseg_core.engine.launch.launch` job, and write on rank 0
+    the per-iteration total loss as logged (the mean over ranks) to the JSON file ``record``.
+
+    Several jobs share one set of processes (process start-up dominates short test runs)."""
+    from detectron2.utils import comm
+
+    from .checkpoint import atomic_torch_save
+    from .engine.cli import default_argument_parser, setup
+    from .engine.hooks import unwrap_model
+    from .engine.trainer import MedSegTrainer
+
+    for job in jobs:
+        args = default_argument_parser().parse_args(["--config-file", job["config_file"], *job["opts"]])
+        cfg = setup(args)
+        trainer = MedSegTrainer(cfg)
+        trainer.resume_or_load(resume=False)
+        if comm.is_main_process():  # the start point, to compare updates rather than weights
+            atomic_torch_save(unwrap_model(trainer.model).state_dict(), job["record"] + ".init.pth")
+        trainer.train()
+        if comm.is_main_process():
+            history = trainer.storage.history("total_loss").values()
+            with open(job["record"], "w") as f:
+                json.dump({"world_size": comm.get_world_size(), "total_loss": [[float(v), int(i)] for v, i in history]}, f)
+        comm.synchronize()
+
+
+def _train_recorded_main(argv: Optional[List[str]] = None) -> None:
+    """``python -m medseg_core.testing JOBS.json NUM_PROCESSES``: :func:`train_recorded` on that
+    many processes (spawned by the toolkit's launcher)."""
+    import sys
+
+    from .engine.launch import launch
+
+    argv = sys.argv[1:] if argv is None else argv
+    with open(argv[0]) as f:
+        jobs = json.load(f)
+    launch(train_recorded, int(argv[1]), dist_url="auto", args=(jobs,))
+
+
+if __name__ == "__main__":
+    _train_recorded_main()

@@ -8,9 +8,10 @@ evaluation), but numbers measured on it say nothing about medical performance.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from typing import Dict, List
+from typing import Dict, Iterator, List
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -91,6 +92,23 @@ def make_smoke_labelme(out_dir: str, num_images: int = 30, size: int = 256, seed
     return {"num_images": num_images, "instances_per_class": counts, "folder": out_dir}
 
 
+@contextlib.contextmanager
+def _exclusive(folder: str) -> Iterator[None]:
+    """An exclusive lock on ``folder/.smoke.lock`` (POSIX ``flock``; no lock elsewhere)."""
+    os.makedirs(folder, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(os.path.join(folder, ".smoke.lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def smoke_root() -> str:
     """Where the generated smoke sets live: ``$MEDSEG_SMOKE_DIR`` or ``<repo>/datasets/smoke``."""
     from .builtin import repo_root
@@ -115,19 +133,22 @@ def ensure_smoke_instances(root: str = "", num_images: int = 30, size: int = 256
     if all(os.path.isfile(p) for p in paths.values()):
         return paths
     parent = os.path.dirname(os.path.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".smoke-", dir=parent)
-    try:
-        make_smoke_labelme(os.path.join(tmp, "images"), num_images=num_images, size=size)
-        all_json = os.path.join(tmp, "annotations", "instances_all.json")
-        convert_labelme_folder(os.path.join(tmp, "images"), all_json)
-        split_coco_file(all_json, os.path.join(tmp, "annotations"))
-        if os.path.isdir(root):
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+    # one generator at a time (DDP ranks start together); the others then find it done
+    with _exclusive(parent):
+        if all(os.path.isfile(p) for p in paths.values()):
+            return paths
+        tmp = tempfile.mkdtemp(prefix=".smoke-", dir=parent)
+        try:
+            make_smoke_labelme(os.path.join(tmp, "images"), num_images=num_images, size=size)
+            all_json = os.path.join(tmp, "annotations", "instances_all.json")
+            convert_labelme_folder(os.path.join(tmp, "images"), all_json)
+            split_coco_file(all_json, os.path.join(tmp, "annotations"))
+            if os.path.isdir(root):
+                shutil.rmtree(root)
+            os.replace(tmp, root)
+        finally:
+            if os.path.isdir(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
     return paths
 
 
@@ -213,24 +234,27 @@ def ensure_smoke_volumes(root: str = "") -> str:
     if os.path.isfile(done):
         return root
     parent = os.path.dirname(os.path.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".smoke-vol-", dir=parent)
-    try:
-        for k, (split, n) in enumerate(_SMOKE_VOLUME_SPLITS):
-            make_smoke_volumes(tmp, split, n, seed=100 + k)
-        open(os.path.join(tmp, "COMPLETE"), "w").close()
-        if os.path.isfile(done):  # another process finished first: keep its (identical) set
+    # one generator at a time (DDP ranks start together); the others then find it done
+    with _exclusive(parent):
+        if os.path.isfile(done):
             return root
-        if os.path.isdir(root):  # left by an interrupted earlier attempt
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    except OSError:
-        # another process may have put a complete set in place meanwhile
-        if not os.path.isfile(done):
-            raise
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+        tmp = tempfile.mkdtemp(prefix=".smoke-vol-", dir=parent)
+        try:
+            for k, (split, n) in enumerate(_SMOKE_VOLUME_SPLITS):
+                make_smoke_volumes(tmp, split, n, seed=100 + k)
+            open(os.path.join(tmp, "COMPLETE"), "w").close()
+            if os.path.isfile(done):  # another process finished first: keep its (identical) set
+                return root
+            if os.path.isdir(root):  # left by an interrupted earlier attempt
+                shutil.rmtree(root)
+            os.replace(tmp, root)
+        except OSError:
+            # another process may have put a complete set in place meanwhile
+            if not os.path.isfile(done):
+                raise
+        finally:
+            if os.path.isdir(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 
@@ -280,35 +304,38 @@ def ensure_smoke_semantic(root: str = "") -> str:
     ensure_smoke_instances(inst_root)
     image_dir = os.path.join(inst_root, "images")
     parent = os.path.dirname(os.path.abspath(root))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".smoke-sem-", dir=parent)
-    class_id = {c: i + 1 for i, c in enumerate(PELD_CLASSES)}
-    try:
-        for sub in ("multiclass", "binary"):
-            os.makedirs(os.path.join(tmp, sub))
-        for f in sorted(os.listdir(image_dir)):
-            if not f.endswith(".json"):
-                continue
-            with open(os.path.join(image_dir, f)) as fh:
-                rec = json.load(fh)
-            mask = _Image.new("L", (rec["imageWidth"], rec["imageHeight"]), 0)
-            draw = ImageDraw.Draw(mask)
-            for shape in rec["shapes"]:
-                draw.polygon([tuple(p) for p in shape["points"]], fill=class_id[shape["label"]])
-            stem = os.path.splitext(f)[0]
-            mask.save(os.path.join(tmp, "multiclass", stem + ".png"))
-            binary = (np.asarray(mask) > 0).astype(np.uint8) * 255
-            _Image.fromarray(binary).save(os.path.join(tmp, "binary", stem + ".png"))
-        open(os.path.join(tmp, "COMPLETE"), "w").close()
-        if os.path.isdir(root):
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    except OSError:
-        if not os.path.isfile(done):  # another process may have finished first
-            raise
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+    # one generator at a time (DDP ranks start together); the others then find it done
+    with _exclusive(parent):
+        if os.path.isfile(done):
+            return root
+        tmp = tempfile.mkdtemp(prefix=".smoke-sem-", dir=parent)
+        class_id = {c: i + 1 for i, c in enumerate(PELD_CLASSES)}
+        try:
+            for sub in ("multiclass", "binary"):
+                os.makedirs(os.path.join(tmp, sub))
+            for f in sorted(os.listdir(image_dir)):
+                if not f.endswith(".json"):
+                    continue
+                with open(os.path.join(image_dir, f)) as fh:
+                    rec = json.load(fh)
+                mask = _Image.new("L", (rec["imageWidth"], rec["imageHeight"]), 0)
+                draw = ImageDraw.Draw(mask)
+                for shape in rec["shapes"]:
+                    draw.polygon([tuple(p) for p in shape["points"]], fill=class_id[shape["label"]])
+                stem = os.path.splitext(f)[0]
+                mask.save(os.path.join(tmp, "multiclass", stem + ".png"))
+                binary = (np.asarray(mask) > 0).astype(np.uint8) * 255
+                _Image.fromarray(binary).save(os.path.join(tmp, "binary", stem + ".png"))
+            open(os.path.join(tmp, "COMPLETE"), "w").close()
+            if os.path.isdir(root):
+                shutil.rmtree(root)
+            os.replace(tmp, root)
+        except OSError:
+            if not os.path.isfile(done):  # another process may have finished first
+                raise
+        finally:
+            if os.path.isdir(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 

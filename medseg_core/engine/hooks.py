@@ -14,10 +14,10 @@ from detectron2.engine import HookBase
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelEMA", "ModelEMAHook", "MomentumWarmupHook"]
+__all__ = ["ModelEMA", "ModelEMAHook", "MomentumWarmupHook", "unwrap_model"]
 
 
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
@@ -30,7 +30,7 @@ class ModelEMA:
     """
 
     def __init__(self, model: torch.nn.Module, decay: float = 0.9999, tau: float = 2000.0):
-        self.module = copy.deepcopy(_unwrap(model)).eval()
+        self.module = copy.deepcopy(unwrap_model(model)).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.decay, self.tau, self.updates = decay, tau, 0
@@ -42,7 +42,7 @@ class ModelEMA:
     def update(self, model: torch.nn.Module) -> None:
         self.updates += 1
         d = self.current_decay()
-        src = _unwrap(model).state_dict()
+        src = unwrap_model(model).state_dict()
         for k, v in self.module.state_dict().items():
             if v.dtype.is_floating_point:
                 v.mul_(d).add_(src[k].detach(), alpha=1 - d)

@@ -9,10 +9,16 @@
 * weight averaging (``MODEL_EMA``) used for evaluation and saved in checkpoints;
 * :class:`~medseg_core.checkpoint.SafeCheckpointer` (weights-only loading, atomic writes);
 * every data set validated before the first iteration, and evaluation results written to
-  ``OUTPUT_DIR/inference/<dataset>/results.json``.
+  ``OUTPUT_DIR/inference/<dataset>/results.json``;
+* DDP on GPUs (NCCL) or CPUs (gloo): ``SOLVER.IMS_PER_BATCH`` is the global batch, split over
+  the ranks; optional synchronised BatchNorm (``MODEL.SYNC_BATCHNORM``); no gradient all-reduce
+  on accumulation steps that do not step; evaluation on every rank, each image exactly once
+  (checked), with rank 0's buffers; only rank 0 writes checkpoints, metrics and results.
 """
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
 import logging
 import os
@@ -26,8 +32,8 @@ import torch
 from .. import compat  # noqa: F401
 
 from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
-from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.engine import DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.evaluation import DatasetEvaluators, inference_on_dataset, print_csv_format
 from detectron2.modeling import build_model
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
@@ -35,8 +41,11 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import SafeCheckpointer
 from ..data.mappers import build_dataset_mapper
+from ..errors import ConfigError
 from ..evaluation import build_evaluators
-from .hooks import ModelEMA, ModelEMAHook, MomentumWarmupHook
+from ..evaluation.counting import ImageCountEvaluator
+from ..modeling.distributed import convert_sync_batchnorm
+from .hooks import ModelEMA, ModelEMAHook, MomentumWarmupHook, unwrap_model
 from .solver import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -49,7 +58,8 @@ class StepTrainer(SimpleTrainer):
 
     With ``accumulate = k`` the optimizer steps every k iterations on the summed gradients of
     k batches (Ultralytics' nominal-batch behaviour); ``stepped_this_iter`` tells hooks such
-    as the weight EMA whether weights changed.
+    as the weight EMA whether weights changed. Under DDP the iterations that do not step run
+    in ``no_sync()``: gradients are all-reduced once per step, on their k-batch sum.
     """
 
     def __init__(self, model, data_loader, optimizer, accumulate: int = 1, amp: bool = False):
@@ -64,17 +74,19 @@ class StepTrainer(SimpleTrainer):
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
-        with torch.autocast("cuda", enabled=self.amp):
-            loss_dict = self.model(data)
-        if isinstance(loss_dict, torch.Tensor):
-            loss_dict = {"total_loss": loss_dict}
-        losses = sum(loss_dict.values())
-        if self.grad_scaler is not None:
-            self.grad_scaler.scale(losses).backward()
-        else:
-            losses.backward()
-        self._write_metrics(loss_dict, data_time)
         self.stepped_this_iter = (self.iter + 1) % self.accumulate == 0
+        no_sync = getattr(self.model, "no_sync", None)
+        with no_sync() if no_sync is not None and not self.stepped_this_iter else contextlib.nullcontext():
+            with torch.autocast("cuda", enabled=self.amp):
+                loss_dict = self.model(data)
+            if isinstance(loss_dict, torch.Tensor):
+                loss_dict = {"total_loss": loss_dict}
+            losses = sum(loss_dict.values())
+            if self.grad_scaler is not None:
+                self.grad_scaler.scale(losses).backward()
+            else:
+                losses.backward()
+        self._write_metrics(loss_dict, data_time)
         if self.stepped_this_iter:
             if self.grad_scaler is not None:
                 self.grad_scaler.step(self.optimizer)
@@ -103,6 +115,7 @@ class MedSegTrainer(DefaultTrainer):
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        check_global_batch(cfg, comm.get_world_size())
         if cfg.DATASETS.VALIDATE:
             self.validate_datasets(cfg)
         model = self.build_model(cfg)
@@ -111,7 +124,7 @@ class MedSegTrainer(DefaultTrainer):
         self.model_ema: Optional[ModelEMA] = (
             ModelEMA(model, cfg.MODEL_EMA.DECAY, cfg.MODEL_EMA.TAU) if cfg.MODEL_EMA.ENABLED else None
         )
-        model = create_ddp_model(model, broadcast_buffers=False)
+        model = self.create_ddp_model(cfg, model)
         self._trainer = StepTrainer(
             model, data_loader, optimizer, cfg.SOLVER.ACCUMULATE_STEPS, cfg.SOLVER.AMP.ENABLED
         )
@@ -137,7 +150,29 @@ class MedSegTrainer(DefaultTrainer):
         model = build_model(cfg)
         n = sum(p.numel() for p in model.parameters())
         logging.getLogger(__name__).info("Model %s: %d parameters", cfg.MODEL.META_ARCHITECTURE, n)
+        if cfg.MODEL.SYNC_BATCHNORM and comm.get_world_size() > 1:
+            model = convert_sync_batchnorm(model, torch.device(cfg.MODEL.DEVICE))
         return model
+
+    @classmethod
+    def create_ddp_model(cls, cfg, model: torch.nn.Module) -> torch.nn.Module:
+        """``DistributedDataParallel`` over all ranks (the model itself in one process).
+
+        Buffers are not broadcast every step (Detectron2's choice: BatchNorm statistics stay
+        per rank unless synchronised); evaluation and checkpoints use rank 0's."""
+        if comm.get_world_size() == 1:
+            return model
+        device = next(model.parameters()).device
+        ddp = torch.nn.parallel.DistributedDataParallel
+        # rank 0's buffers at the start, none broadcast in forward (the keyword's new name)
+        no_forward_sync = (
+            {"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+            else {"broadcast_buffers": False}
+        )
+        return ddp(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.MODEL.DDP_FIND_UNUSED_PARAMETERS, **no_forward_sync,
+        )
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -173,6 +208,7 @@ class MedSegTrainer(DefaultTrainer):
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
 
         def test_and_save_results():
+            self.broadcast_buffers()
             self._last_eval_results = self.test(self.cfg, self.eval_model())
             return self._last_eval_results
 
@@ -191,13 +227,29 @@ class MedSegTrainer(DefaultTrainer):
         """The model to evaluate: the weight average when enabled and asked for."""
         if self.model_ema is not None and self.cfg.MODEL_EMA.USE_FOR_EVAL:
             return self.model_ema.module
-        return self.model
+        return unwrap_model(self.model)
+
+    def broadcast_buffers(self) -> None:
+        """Give every rank rank 0's buffers (BatchNorm statistics, also in the weight average),
+        so that all ranks evaluate the model that rank 0 saves. Parameters are equal already."""
+        if comm.get_world_size() == 1:
+            return
+        modules = [unwrap_model(self.model)] + ([self.model_ema.module] if self.model_ema is not None else [])
+        for module in modules:
+            for buf in module.buffers():
+                torch.distributed.broadcast(buf, src=0)
 
     def resume_or_load(self, resume: bool = True):
         self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         resumed = resume and self.checkpointer.has_checkpoint()
         if resumed:
             self.start_iter = self.iter + 1
+        starts = comm.all_gather(self.start_iter)
+        if len(set(starts)) > 1:
+            raise ConfigError(
+                f"{self.cfg.OUTPUT_DIR}: the ranks would resume from different iterations {starts}; with "
+                "several machines OUTPUT_DIR must be one folder that every machine sees (a shared file system)"
+            )
         if self.model_ema is not None and not resumed:
             # start the average from the (possibly pre-loaded) weights, not from random init
             model = self.model.module if hasattr(self.model, "module") else self.model
@@ -210,14 +262,17 @@ class MedSegTrainer(DefaultTrainer):
         for idx, dataset_name in enumerate(cfg.DATASETS.TEST):
             data_loader = cls.build_test_loader(cfg, dataset_name)
             evaluator = evaluators[idx] if evaluators is not None else cls.build_evaluator(cfg, dataset_name)
+            # every rank runs its shard of the test set; the counter checks (on rank 0) that the
+            # shards together hold every image exactly once
+            counter = ImageCountEvaluator(dataset_name, len(data_loader.dataset))
             was_training = model.training
-            res = inference_on_dataset(model, data_loader, evaluator)
+            res = inference_on_dataset(model, data_loader, DatasetEvaluators([evaluator, counter]))
             model.train(was_training)
             results[dataset_name] = res
             if comm.is_main_process():
                 logger.info("Evaluation results for %s in csv format:", dataset_name)
                 print_csv_format(res)
-                write_results_json(cfg.OUTPUT_DIR, dataset_name, res, _current_iter())
+                write_results_json(cfg.OUTPUT_DIR, dataset_name, res, _current_iter(), counter.num_images)
         return results[cfg.DATASETS.TEST[0]] if len(results) == 1 else results
 
 
@@ -228,13 +283,26 @@ def _current_iter() -> Optional[int]:
         return None
 
 
-def write_results_json(output_dir: str, dataset_name: str, res: Dict, iteration: Optional[int]) -> str:
+def check_global_batch(cfg, world_size: int) -> None:
+    """``SOLVER.IMS_PER_BATCH`` is the batch of all ranks together: it must split evenly."""
+    batch = cfg.SOLVER.IMS_PER_BATCH
+    if batch < 1 or batch % world_size:
+        raise ConfigError(
+            f"SOLVER.IMS_PER_BATCH={batch} is the global batch (all processes together) and must be a positive "
+            f"multiple of the number of processes ({world_size}); each process takes IMS_PER_BATCH / {world_size}"
+        )
+
+
+def write_results_json(
+    output_dir: str, dataset_name: str, res: Dict, iteration: Optional[int], num_images: Optional[int] = None
+) -> str:
     folder = os.path.join(output_dir, "inference", dataset_name)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "results.json")
     tmp = path + ".tmp"
+    record = {"dataset": dataset_name, "iteration": iteration, "num_images": num_images, "results": res}
     with open(tmp, "w") as f:
-        json.dump({"dataset": dataset_name, "iteration": iteration, "results": res}, f, indent=2, default=float)
+        json.dump(record, f, indent=2, default=float)
     os.replace(tmp, path)
     return path
 

@@ -43,6 +43,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.utils.registry import Registry
 
 from ..errors import ConfigError
+from .distributed import count_normalizer, sum_over_ranks
 
 __all__ = [
     "VOLUME_NETWORK_REGISTRY",
@@ -200,6 +201,10 @@ def dice_ce_loss(
     ``ignore_label`` count in neither term. Written here rather than taken from MONAI because
     MONAI's DiceCELoss has no ignore label and its MaskedDiceLoss masks logits before the
     softmax (ignored voxels then still contribute 1/K).
+
+    Under DDP the cross entropy is averaged over the valid voxels of the global batch and the
+    batch Dice sums over the global batch (all-reduced, with gradients, as nnU-Net does), so the
+    processes' mean loss equals one process's loss on the global batch.
     """
     num_classes = logits.shape[1]
     valid = target != ignore_label
@@ -209,7 +214,8 @@ def dice_ce_loss(
         raise ValueError(f"label values {bad} are outside [0, {num_classes}) and not the ignore label")
     out: Dict[str, torch.Tensor] = {}
     if ce_weight > 0:
-        out["loss_ce"] = ce_weight * F.cross_entropy(logits, target.long(), ignore_index=ignore_label)
+        ce = F.cross_entropy(logits, target.long(), ignore_index=ignore_label, reduction="sum")
+        out["loss_ce"] = ce_weight * ce / count_normalizer(valid.sum())
     if dice_weight > 0:
         prob = logits.float().softmax(1)
         onehot = F.one_hot(tgt.long(), num_classes).movedim(-1, 1).to(prob.dtype)
@@ -218,6 +224,8 @@ def dice_ce_loss(
         dims = [0] + list(range(2, prob.ndim)) if batch_dice else list(range(2, prob.ndim))
         inter = (prob * onehot).sum(dims)
         denom = (prob * prob if squared_pred else prob).sum(dims) + onehot.sum(dims)
+        if batch_dice:
+            inter, denom = sum_over_ranks(inter), sum_over_ranks(denom)
         dice = (2 * inter + smooth) / (denom + smooth)
         if not include_background:
             dice = dice[..., 1:]

@@ -11,7 +11,9 @@
   pipeline uses.
 
 Pixels equal to ``ignore_value`` (255; also the padding the meta-architecture adds) are left out
-of every term: they do not enter the BCE/CE mean nor the Dice sums.
+of every term: they do not enter the BCE/CE mean nor the Dice sums. Under DDP the BCE/CE mean
+is over the valid pixels of the global batch (``count_normalizer``), so that the processes'
+mean loss equals one process's on the global batch; the per-image Dice needs nothing.
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ from typing import Dict
 
 import torch
 import torch.nn.functional as F
+
+import medseg_core  # noqa: F401
+from medseg_core.modeling.distributed import count_normalizer
 
 __all__ = ["binary_bce_dice_loss", "multiclass_ce_dice_loss", "segmentation_losses"]
 
@@ -41,10 +46,7 @@ def binary_bce_dice_loss(
     z = logits[:, 0].float()
     valid = targets != ignore_value
     y = (targets == 1).to(z.dtype)
-    if valid.all():
-        bce = F.binary_cross_entropy_with_logits(z, y)
-    else:
-        bce = (F.binary_cross_entropy_with_logits(z, y, reduction="none") * valid).sum() / valid.sum().clamp(min=1)
+    bce = (F.binary_cross_entropy_with_logits(z, y, reduction="none") * valid).sum() / count_normalizer(valid.sum())
     p = torch.sigmoid(z) * valid
     y = y * valid
     inter = _flat(p * y).sum(1)
@@ -71,10 +73,8 @@ def multiclass_ce_dice_loss(
             f"class ids 0..{k - 1} nor the ignore value {ignore_value} (check the data set's "
             f"classes against MODEL.SEM_SEG_HEAD.NUM_CLASSES)"
         )
-    if valid.any():
-        ce = F.cross_entropy(logits, targets.long(), ignore_index=ignore_value)
-    else:  # an all-ignore batch: no CE signal, keep the graph
-        ce = logits.sum() * 0.0
+    # an all-ignore batch gives 0 and keeps the graph
+    ce = F.cross_entropy(logits, targets.long(), ignore_index=ignore_value, reduction="sum") / count_normalizer(valid.sum())
     prob = logits.softmax(1) * valid.unsqueeze(1)
     onehot = F.one_hot(torch.where(valid, targets, torch.zeros_like(targets)).long(), k)
     onehot = onehot.movedim(-1, 1).to(prob.dtype) * valid.unsqueeze(1)

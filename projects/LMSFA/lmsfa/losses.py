@@ -20,6 +20,11 @@ Ultralytics, every term is multiplied by the batch size (``scale_by_batch``), wh
 lr 0.01 is tuned for. Choice made where YOLOv8 is vague for us: GT masks stay per instance
 (no Ultralytics "overlap" index map, notes §5.2 #15).
 
+Under DDP (W processes) the normalisers ``S`` and the number of positives are averaged over
+the processes and the batch scale is the global batch (Ultralytics multiplies its loss by W), so
+that the mean of the processes' losses, and DDP's averaged gradient, equal one process's on the
+global batch (:mod:`medseg_core.modeling.distributed`); in one process nothing changes.
+
 The loss is vectorised over the whole batch: GTs are padded to the largest count (a mask of
 valid entries), positives are gathered into a (B, P) padded layout for the mask term, and
 images with no instances give a finite loss (zero box/dfl/seg terms that keep the graph).
@@ -31,6 +36,7 @@ from typing import Dict
 
 import medseg_core  # noqa: F401  (NumPy-2 / Pillow shim before detectron2)
 import torch
+from medseg_core.modeling.distributed import count_normalizer, world_size
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -121,13 +127,14 @@ class YOLOSegLoss(nn.Module):
             targets.boxes,
             targets.valid,
         )
-        target_scores_sum = assign.scores.sum().clamp(min=1)
+        fg = assign.fg_mask
+        # normalisers of the global batch (every process calls this, whatever its positives)
+        target_scores_sum, num_pos = count_normalizer(torch.stack([assign.scores.sum().float(), fg.sum().float()]))
 
         loss_cls = F.binary_cross_entropy_with_logits(
             pred_cls, assign.scores.to(dtype), reduction="none"
         ).sum() / target_scores_sum
 
-        fg = assign.fg_mask
         num_fg = int(fg.sum())
         if num_fg > 0:
             weight = assign.scores.sum(-1)[fg]  # (F,)
@@ -137,14 +144,14 @@ class YOLOSegLoss(nn.Module):
             target_ltrb = bbox2dist(anchor_points.expand(b, -1, -1)[fg], target_grid[fg], self.reg_max)
             loss_dfl = (self._dfl(pred_dist[fg], target_ltrb) * weight).sum() / target_scores_sum
             loss_seg = self._mask_loss(
-                fg, assign.gt_idx, assign.bboxes / self.proto_stride, pred_coef, protos, targets
+                fg, assign.gt_idx, assign.bboxes / self.proto_stride, pred_coef, protos, targets, num_pos
             )
         else:
             # nothing to regress: zero terms that still touch every branch of the graph
             zero = pred_dist.sum() * 0 + pred_coef.sum() * 0 + protos.sum() * 0
             loss_box = loss_dfl = loss_seg = zero
 
-        scale = float(b) if self.scale_by_batch else 1.0
+        scale = float(b * world_size()) if self.scale_by_batch else 1.0
         return {
             "loss_box": loss_box * self.box_gain * scale,
             "loss_seg": loss_seg * self.seg_gain * scale,
@@ -164,11 +171,13 @@ class YOLOSegLoss(nn.Module):
 
     @staticmethod
     def _mask_loss(
-        fg: Tensor, gt_idx: Tensor, proto_boxes: Tensor, pred_coef: Tensor, protos: Tensor, targets: SegTargets
+        fg: Tensor, gt_idx: Tensor, proto_boxes: Tensor, pred_coef: Tensor, protos: Tensor, targets: SegTargets,
+        num_pos: Tensor,
     ) -> Tensor:
-        """Prototype mask BCE, mean inside the GT box, summed over positives / #positives.
+        """Prototype mask BCE, mean inside the GT box, summed over positives / ``num_pos``.
 
-        ``proto_boxes`` (B, N, 4) are the assigned GT boxes in prototype pixels."""
+        ``proto_boxes`` (B, N, 4) are the assigned GT boxes in prototype pixels; ``num_pos`` is
+        the number of positives (per process, averaged over processes under DDP)."""
         b, nm, hp, wp = protos.shape
         counts = fg.sum(1)  # (B,)
         p = int(counts.max())
@@ -194,4 +203,4 @@ class YOLOSegLoss(nn.Module):
         # mean over the full map / normalised box area == mean BCE inside the box
         area = ((boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])).clamp(min=1e-6)
         per_pos = (bce * crop).sum((-2, -1)) / area  # (B, P)
-        return (per_pos * valid).sum() / valid.sum()
+        return (per_pos * valid).sum() / num_pos
