@@ -22,7 +22,7 @@ from detectron2.utils import comm
 
 from ..config import load_config
 from ..errors import ConfigError
-from .launch import DEFAULT_TIMEOUT, distributed_backend, launch
+from .launch import DEFAULT_TIMEOUT, WorkerFailedError, distributed_backend, launch
 from .trainer import MedSegTrainer, load_weights_for_eval
 
 __all__ = ["default_argument_parser", "setup", "main", "launch_from_args"]
@@ -83,10 +83,13 @@ def launch_from_args(args, main_fn=main) -> Optional[dict]:
     print("Command Line Args:", args)
     if args.num_gpus * args.num_machines > 1:
         print(f"Distributed backend: {distributed_backend()}")
-    return launch(
-        main_fn, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-        dist_url=args.dist_url, args=(args,), timeout=timedelta(minutes=getattr(args, "dist_timeout", 30.0)),
-    )
+    try:
+        return launch(
+            main_fn, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+            dist_url=args.dist_url, args=(args,), timeout=timedelta(minutes=getattr(args, "dist_timeout", 30.0)),
+        )
+    except WorkerFailedError as e:  # the ranks' own output says the rest; no launcher traceback
+        raise SystemExit(f"error: {e}") from None
 
 
 def is_main_process() -> bool:

@@ -64,7 +64,10 @@ class ModelEMAHook(HookBase):
         self.ema = ema
 
     def after_step(self):
-        if getattr(self.trainer, "stepped_this_iter", True):
+        # the step loop (StepTrainer, DefaultTrainer's ``_trainer``) knows whether the optimizer
+        # stepped; with gradient accumulation most iterations leave the weights unchanged
+        step_loop = getattr(self.trainer, "_trainer", self.trainer)
+        if getattr(step_loop, "stepped_this_iter", True):
             self.ema.update(self.trainer.model)
 
 

@@ -205,7 +205,7 @@ def _spawn_and_watch(
     try:
         # join() returns False while workers run, raises as soon as one fails after stopping
         # the others (SIGTERM, then SIGKILL after a grace period)
-        while not ctx.join(grace_period=10.0):
+        while not ctx.join(grace_period=5.0):
             pass
     except mp.ProcessExitedException as e:
         rank = first + e.error_index

@@ -1,0 +1,54 @@
+"""tools/gpu_check.py on a machine without CUDA: it checks its arguments, says that there is
+nothing to check and exits 0; its report renders failures first. (The GPU sections themselves
+run only where a GPU is; ``--cpu-dry-run`` runs them on the CPU by hand.)"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO
+
+TOOL = os.path.join(REPO, "tools", "gpu_check.py")
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine gpu_check runs for real")
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, TOOL, *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_without_cuda_it_says_so_and_exits_0(tmp_path):
+    proc = _run("--output", str(tmp_path / "report"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "no CUDA device is visible" in proc.stdout and "nothing to check" in proc.stdout
+    assert not (tmp_path / "report").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--budget-minutes", "0"], "--budget-minutes must be within"),
+    (["--sections", "fps", "nonsense"], "invalid choice: 'nonsense'"),
+    (["--output", "FILE"], "exists and is not a folder"),
+])
+def test_bad_arguments_are_refused_before_anything_runs(tmp_path, args, message):
+    (tmp_path / "FILE").write_text("x")
+    args = [str(tmp_path / "FILE") if a == "FILE" else a for a in args]
+    proc = _run(*args)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr[-2000:]
+
+
+def test_report_lists_failures_first_and_writes_json(tmp_path):
+    spec = importlib.util.spec_from_file_location("gpu_check_tool", TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    report = tool.Report(str(tmp_path), 480.0, time.monotonic())
+    report.section("precision", {"rows": [{"family": "LMSF-A", "fp16": 0.5}], "failures": ["LMSF-A: fp16 differs"]})
+    report.section("fps", {"skipped": "time budget (3 s left, needs 15 s)"})
+    md = (tmp_path / "gpu_check.md").read_text()
+    assert md.index("FAILED: 1 check(s)") < md.index("## precision") < md.index("## fps")
+    assert "| LMSF-A | 0.5 |" in md and "skipped: time budget" in md
+    data = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert data["failures"] == ["precision: LMSF-A: fp16 differs"]
