@@ -109,7 +109,8 @@ def train_recorded(jobs: List[Dict]) -> None:
         if comm.is_main_process():
             history = trainer.storage.history("total_loss").values()
             with open(job["record"], "w") as f:
-                json.dump({"world_size": comm.get_world_size(), "total_loss": [[float(v), int(i)] for v, i in history]}, f)
+                losses = [[float(v), int(i)] for v, i in history]
+                json.dump({"world_size": comm.get_world_size(), "total_loss": losses}, f)
         comm.synchronize()
 
 

@@ -171,7 +171,8 @@ def test_ddp_writes_one_set_of_outputs(runs, name):
         out = set()
         for dirpath, _, names in os.walk(root):
             for n in names:
-                out.add(os.path.relpath(os.path.join(dirpath, re.sub(r"^events\.out\.tfevents\..*", "events", n)), root))
+                n = re.sub(r"^events\.out\.tfevents\..*", "events", n)  # one TensorBoard file, named by pid
+                out.add(os.path.relpath(os.path.join(dirpath, n), root))
         return out
 
     assert files(ddp / name) == files(one / name) | {"log.txt.rank1"}

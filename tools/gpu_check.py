@@ -24,6 +24,14 @@ finish in the time left is skipped and says so):
 * ``lmsfa_640``: LMSF-A trained at 640 (batch 16, AMP, full augmentation) for as long as its
   budget allows; the mean loss of the last 20 iterations must be below that of the first 20.
 
+On the workplace's GPU machines (Python 3.12 with PyTorch but without Detectron2 and some of our
+dependencies), build the missing wheels here with ``bash dev/gpu_carry.sh`` and run, carrying
+``.gpu_carry`` (about 7 MB)::
+
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu_carry/*.whl &&
+    P=$PWD/projects; export PYTHONPATH=$PWD:$P/LMSFA:$P/LGMS:$P/LightMedSeg:$P/Baselines:/tmp/site &&
+    python3 tools/gpu_check.py --output $OUT/gpu_check --work-dir /tmp/gpu_check_work
+
 Without CUDA it checks its arguments, says that there is nothing to check, and exits 0 (with
 ``--cpu-dry-run`` it runs the same sections on the CPU instead: gloo for NCCL, bf16 for FP16,
 to test this script where no GPU is; those numbers mean nothing). Exit status 1 when any check
@@ -83,6 +91,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=list(SECTIONS), help="sections to run")
     p.add_argument("--families", nargs="+", default=list(FAMILIES), choices=list(FAMILIES),
                    help="model families of amp_train / precision / fps")
+    p.add_argument("--work-dir", default="", help="checkpoints and exports of the run (default OUTPUT/work)")
     p.add_argument("--cpu-dry-run", action="store_true",
                    help="without CUDA, run the sections on the CPU (to test this script; numbers mean nothing)")
     return p
@@ -302,7 +311,8 @@ def section_amp_train(ctx: Dict[str, Any], budget: float) -> Dict[str, Any]:
         row["seconds"] = time.monotonic() - t0
         rows.append(row)
     return {"rows": rows, "failures": failures,
-            "note": f"FP16 autocast + GradScaler, up to {AMP_ITERS} iterations of each instant config on the smoke sets, "
+            "note": f"FP16 autocast + GradScaler, up to {AMP_ITERS} iterations of each instant config on the "
+                    "smoke sets, "
                     "then the trainer's evaluation on the GPU (numbers mean nothing clinically)."}
 
 
@@ -372,7 +382,8 @@ def section_fps(ctx: Dict[str, Any], budget: float) -> Dict[str, Any]:
         rows.append(row)
     return {"rows": rows, "failures": failures,
             "note": "batch 1, 640 x 640, median of 30 CUDA-synchronised runs after 10 warm-ups; 'net' = network only "
-                    "(complexity_forward), 'e2e' = the model's whole forward incl. pre/post-processing (NMS, masks at the "
+                    "(complexity_forward), 'e2e' = the model's whole forward incl. pre/post-processing (NMS, masks "
+                    "at the "
                     "image size); fused where the model supports it. Weights: the amp_train ones (few iterations), so "
                     "the detection count (and e2e time) is not that of a trained model."}
 
@@ -404,7 +415,8 @@ def section_ddp_nccl(ctx: Dict[str, Any], budget: float) -> Dict[str, Any]:
     init_distributed("nccl" if _cuda() else "gloo", f"tcp://127.0.0.1:{find_free_port()}", 1, 0, 0, 1)
     try:
         out_dir = os.path.join(ctx["work"], "ddp_nccl")
-        cfg = _cfg(FAMILIES["LMSF-A"][0], "SOLVER.AMP.ENABLED", "True", "SOLVER.MAX_ITER", 8, "SOLVER.ACCUMULATE_STEPS", 2,
+        cfg = _cfg(FAMILIES["LMSF-A"][0], "SOLVER.AMP.ENABLED", "True", "SOLVER.MAX_ITER", 8,
+                   "SOLVER.ACCUMULATE_STEPS", 2,
                    "MODEL.SYNC_BATCHNORM", "True", "SOLVER.CHECKPOINT_PERIOD", 4, output_dir=out_dir)
         trainer = AlwaysDDPTrainer(cfg)
         trainer.resume_or_load(resume=False)
@@ -413,7 +425,8 @@ def section_ddp_nccl(ctx: Dict[str, Any], budget: float) -> Dict[str, Any]:
         ok = all(math.isfinite(v) for v in res["losses"]) and bool(res["results"]) and n_sync > 0
         ok &= os.path.isfile(os.path.join(out_dir, "model_final.pth"))
         rows.append({"backend": dist.get_backend(), "world_size": dist.get_world_size(), "sync_bn_layers": n_sync,
-                     "iters": res["iters"], "last_loss": res["losses"][-1], "metric": _main_metric(res["results"]), "ok": ok})
+                     "iters": res["iters"], "last_loss": res["losses"][-1], "metric": _main_metric(res["results"]),
+                     "ok": ok})
         if not ok:
             failures.append("DDP training / evaluation / checkpoint did not complete")
     finally:
@@ -440,7 +453,8 @@ def export_round_trip(model, example, out_dir: str) -> Dict[str, float]:
         ref = list(net(example))
     names = [f"output{i}" for i in range(len(ref))]
     out: Dict[str, float] = {}
-    ts = torch.jit.load(tool.export_torchscript(net, example, os.path.join(out_dir, "model.ts")), map_location=example.device)
+    ts_path = tool.export_torchscript(net, example, os.path.join(out_dir, "model.ts"))
+    ts = torch.jit.load(ts_path, map_location=example.device)
     with torch.no_grad():
         out["torchscript"] = _rel_diff(ref, ts(example))
     onnx_path = tool.export_onnx(net, example, os.path.join(out_dir, "model.onnx"), names, dynamic=False)
@@ -484,7 +498,8 @@ def section_lmsfa_640(ctx: Dict[str, Any], budget: float) -> Dict[str, Any]:
     from medseg_core.engine.trainer import MedSegTrainer
 
     out_dir = os.path.join(ctx["work"], "lmsfa_640")
-    cfg = _cfg(FAMILIES["LMSF-A"][0], "INPUT.YOLO.IMAGE_SIZE", 640, "SOLVER.IMS_PER_BATCH", 16, "SOLVER.AMP.ENABLED", "True",
+    cfg = _cfg(FAMILIES["LMSF-A"][0], "INPUT.YOLO.IMAGE_SIZE", 640, "SOLVER.IMS_PER_BATCH", 16,
+               "SOLVER.AMP.ENABLED", "True",
                "SOLVER.MAX_ITER", 1000, "SOLVER.WARMUP_ITERS", 20, "SOLVER.CHECKPOINT_PERIOD", 100000,
                "DATALOADER.NUM_WORKERS", max(2, min(12, (os.cpu_count() or 4) - 2)), "TEST.EVAL_PERIOD", 0,
                output_dir=out_dir)
@@ -507,7 +522,8 @@ def _watchdog(report: Report) -> None:
     import threading
 
     def fire():
-        report.data["aborted"] = f"budget of {report.budget_s:.0f} s reached inside section {report.data.get('running')}"
+        where = report.data.get("running")
+        report.data["aborted"] = f"budget of {report.budget_s:.0f} s reached inside section {where}"
         report.failures.append(report.data["aborted"])
         report.data["failures"] = report.failures
         report.write()
@@ -547,7 +563,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out_dir = os.path.abspath(args.output)
     report = Report(out_dir, 60 * args.budget_minutes, started)
     _watchdog(report)
-    ctx: Dict[str, Any] = {"families": args.families, "trained": {}, "work": os.path.join(out_dir, "work")}
+    work = os.path.abspath(args.work_dir) if args.work_dir else os.path.join(out_dir, "work")
+    ctx: Dict[str, Any] = {"families": args.families, "trained": {}, "work": work}
     for name in SECTIONS:
         if name not in args.sections:
             continue

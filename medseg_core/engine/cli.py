@@ -56,7 +56,8 @@ def setup(args):
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         logging.getLogger(__name__).warning("MODEL.DEVICE=%s but no GPU is visible: using cpu", cfg.MODEL.DEVICE)
         cfg.MODEL.DEVICE = "cpu"
-    if comm.get_world_size() > 1 and torch.distributed.get_backend() == "nccl" and not cfg.MODEL.DEVICE.startswith("cuda"):
+    nccl = comm.get_world_size() > 1 and torch.distributed.get_backend() == "nccl"
+    if nccl and not cfg.MODEL.DEVICE.startswith("cuda"):
         raise ConfigError(
             f"MODEL.DEVICE={cfg.MODEL.DEVICE}: this multi-process run uses the GPUs (NCCL); to train on CPU "
             "processes on a GPU machine, hide the GPUs with CUDA_VISIBLE_DEVICES=\"\""

@@ -201,7 +201,8 @@ def _spawn_and_watch(
     )
     first = machine_rank * num_gpus_per_machine
     for local_rank, pid in enumerate(ctx.pids()):
-        print(f"medseg launch: rank {first + local_rank} of {world_size} started (pid {pid})", file=sys.stderr, flush=True)
+        rank = first + local_rank
+        print(f"medseg launch: rank {rank} of {world_size} started (pid {pid})", file=sys.stderr, flush=True)
     try:
         # join() returns False while workers run, raises as soon as one fails after stopping
         # the others (SIGTERM, then SIGKILL after a grace period)

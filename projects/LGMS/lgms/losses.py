@@ -74,7 +74,8 @@ def multiclass_ce_dice_loss(
             f"classes against MODEL.SEM_SEG_HEAD.NUM_CLASSES)"
         )
     # an all-ignore batch gives 0 and keeps the graph
-    ce = F.cross_entropy(logits, targets.long(), ignore_index=ignore_value, reduction="sum") / count_normalizer(valid.sum())
+    ce = F.cross_entropy(logits, targets.long(), ignore_index=ignore_value, reduction="sum")
+    ce = ce / count_normalizer(valid.sum())
     prob = logits.softmax(1) * valid.unsqueeze(1)
     onehot = F.one_hot(torch.where(valid, targets, torch.zeros_like(targets)).long(), k)
     onehot = onehot.movedim(-1, 1).to(prob.dtype) * valid.unsqueeze(1)
