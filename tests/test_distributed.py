@@ -67,13 +67,25 @@ JOBS = {
         "INPUT.RANDOM_ROTATE90", "False", "INPUT.RANDOM_FLIP", "none", "SOLVER.IMS_PER_BATCH", "4",
         "SOLVER.MAX_ITER", "2", "MODEL.SYNC_BATCHNORM", "True",
     ], "smoke_binary_val", {"loss": 5e-4, "update": 2e-2}),
-    # batch Dice: its sums are all-reduced (with gradients) over the ranks
+    # batch Dice: its sums are all-reduced (with gradients) over the ranks; every random
+    # augmentation of the recipe is switched off (_no_volume_augmentation), the patch is pinned
     "vol": ("lightmedseg_instant_test.yaml", [
-        "INPUT.VOLUME.CROP_SIZE", "(32, 32, 32)", "INPUT.VOLUME.FLIP_PROB", "0.0",
-        "INPUT.VOLUME.SCALE_INTENSITY_PROB", "0.0", "INPUT.VOLUME.SHIFT_INTENSITY_PROB", "0.0",
-        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3",
+        "INPUT.VOLUME.CROP_SIZE", "(32, 32, 32)", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "3",
     ], "smoke_vol_val", {"loss": 1e-6, "update": 5e-4}),
 }
+
+
+def _no_volume_augmentation(config_name: str) -> list:
+    """``INPUT.VOLUME.<X>_PROB 0.0`` for every probability the volume recipe has (augmentations
+    and the foreground-centred crop): the ranks draw them from differently seeded generators, so
+    any of them left on would make the two runs see different patches."""
+    from medseg_core.config import load_config
+
+    cfg = load_config(os.path.join(QS, config_name))
+    return [x for k in sorted(cfg.INPUT.VOLUME) if k.endswith("_PROB") for x in (f"INPUT.VOLUME.{k}", "0.0")]
+
+
+JOBS["vol"][1].extend(_no_volume_augmentation(JOBS["vol"][0]))
 
 
 def _jobs(root):
