@@ -73,6 +73,11 @@ class LGMSNet3D(LGMSNet):
         # four 2x poolings, then a patch x patch x patch unfold
         self.size_divisibility = 16 * int(gms_patch)
 
+    @staticmethod
+    def size_divisibility_from_config(cfg) -> int:
+        """The stride before building (for the shared volume plan): 16 x the GMS patch."""
+        return 16 * int(cfg.MODEL.LGMS.GMS_PATCH)
+
     @classmethod
     def from_config(cls, cfg) -> Dict:
         c = cfg.MODEL.LGMS
