@@ -35,6 +35,7 @@ setup(
         "timm>=1.0",
         "transformers>=4.40",
         "monai>=1.3",
+        "einops",  # MONAI UNETR / SwinUNETR (optional MONAI dependency)
         "nibabel>=5",
         "scipy",
         "matplotlib",
