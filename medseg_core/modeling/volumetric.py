@@ -21,7 +21,7 @@ the far end of each axis (labels with the ignore label) and the output is croppe
 volume sizes never crash; the same holds for every sliding window (MONAI itself pads volumes
 smaller than the ROI).
 
-Sliding-window conventions follow the 3D peers surveyed in the design notes (§3.3): MONAI's
+Sliding-window conventions follow the 3D peers (docs/lightmedseg.md, "3D peers"): MONAI's
 sliding window with 50% overlap and Gaussian importance weighting (sigma = ROI/8, nnU-Net's
 choice), blending **logits** (as nnU-Net v2 does) before the softmax; optional mirror test-time
 augmentation over all axis combinations (nnU-Net's default, off here for CPU cost).

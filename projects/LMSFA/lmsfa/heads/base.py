@@ -3,7 +3,7 @@
 A head turns the neck features [P3, P4, P5] (strides 8/16/32) into raw, undecoded predictions
 (:class:`HeadOutputs`); anchor generation, DFL decoding, assignment, losses, NMS and mask
 assembly belong to the meta-architecture. All heads follow YOLOv8-seg's output convention
-(paper §III-A eq. 5, §III-D; design notes §2.7): per level 4*reg_max DFL box logits, nc class
+(paper §III-A eq. 5, §III-D; docs/lmsfa.md): per level 4*reg_max DFL box logits, nc class
 logits and nm mask coefficients, plus nm prototypes at stride 4 from a YOLOv8 Proto on P3.
 
 Heads are selected by MODEL.LMSFA.HEAD and built with :func:`build_lmsfa_head`.

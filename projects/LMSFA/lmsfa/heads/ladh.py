@@ -1,4 +1,4 @@
-"""LADH — Lightweight Asymmetric Detection Head (paper Table VIII "LADH [16]"; design notes §2.8).
+"""LADH — Lightweight Asymmetric Detection Head (paper Table VIII "LADH [16]").
 
 An asymmetric decoupled head (Zhang et al., Remote Sensing 2023, as in the community
 ``Segment_LADH``): the box branch gets the capacity, the class branch stays cheap.

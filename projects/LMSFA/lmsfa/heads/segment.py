@@ -1,5 +1,5 @@
 """YOLOv8 ``Segment`` head — the head of the YOLOv8-seg baseline (paper Table III/V row 1;
-design notes §2.7).
+docs/lmsfa.md, "Modules").
 
 Per level i (channels ch_i), three unshared branches:
 * box: CBS 3x3 (ch_i -> c2) -> CBS 3x3 -> Conv 1x1 -> 4*reg_max DFL logits, c2 = max(16, ch0/4, 4*reg_max);
