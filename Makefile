@@ -20,7 +20,7 @@ $(STAMP): setup.py $(CONSTRAINTS) dev/install_detectron2.sh dev/detectron2_C_sta
 	@# torch first: Detectron2's setup.py imports it
 	$(PIP) install --quiet torch torchvision "setuptools>=77.0.3,<82" wheel
 	bash dev/install_detectron2.sh $(PY)
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e ".[all]"
 	$(PIP) check
 	@touch $(STAMP)
 	@echo "Environment ready in $(VENV)"
