@@ -7,12 +7,21 @@
 #   3. check that a baseline (needs the `baselines` extra) fails with ONE line naming the extra,
 #      both on `import medseg_baselines` and on training a Mask2Former config.
 # Usage: bash dev/check_wheel.sh [python that builds the wheel, default .venv/bin/python]
+#
+# torch + Detectron2 (the prerequisites, about 5.7 GB, most of the time) are installed into a
+# base venv kept in $MEDSEG_WHEEL_CHECK_CACHE (default ~/.cache/medseg-d2), keyed by the
+# constraints and the Detectron2 install files; each check hard-links a copy of it and installs
+# the wheel and its core dependencies there, so a base holds nothing of this package. A missing
+# base is built first (the full install); MEDSEG_WHEEL_CHECK_CACHE=none never keeps one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 BUILD_PY=${1:-.venv/bin/python}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/medseg-wheel-check.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+CACHE=${MEDSEG_WHEEL_CHECK_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/medseg-d2}
+KEY=$(cat requirements/constraints.txt dev/install_detectron2.sh dev/detectron2_C_standin.py \
+      <(python3 -VV) | sha256sum | cut -c1-16)
 export PIP_CONSTRAINT="$REPO/requirements/constraints.txt"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
 export XDG_CACHE_HOME="$WORK/cache"  # the generated smoke set goes here, not into $HOME
@@ -27,11 +36,33 @@ tar --exclude=./.venv --exclude=./build --exclude='*.egg-info' --exclude=./outpu
 "$BUILD_PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" "$WORK/src"
 WHEEL=$(ls "$WORK"/dist/medseg_d2-*.whl)
 
-step "fresh venv: torch, Detectron2, then the wheel with its core dependencies only"
-python3 -m venv "$WORK/venv"
+build_base() {  # a venv with only torch and Detectron2 (what the README says to install first)
+  python3 -m venv "$1"
+  "$1/bin/python" -m pip install --quiet torch==2.14.1 torchvision==0.29.1 "setuptools>=77.0.3,<82" wheel
+  bash dev/install_detectron2.sh "$1/bin/python"
+}
+if [ "$CACHE" = none ]; then
+  step "fresh venv: torch and Detectron2"
+  build_base "$WORK/venv"
+else
+  BASE="$CACHE/wheel-check-base-$KEY"
+  if [ ! -x "$BASE/bin/python" ]; then
+    step "building the base venv (torch, Detectron2) in $BASE"
+    mkdir -p "$CACHE"
+    rm -rf "$BASE.partial"
+    build_base "$BASE.partial"
+    mv "$BASE.partial" "$BASE"
+  fi
+  step "fresh venv: a hard-linked copy of the base venv (torch, Detectron2 only)"
+  cp -al "$BASE" "$WORK/venv" 2>/dev/null || { rm -rf "$WORK/venv"; cp -a "$BASE" "$WORK/venv"; }  # other file system: copy
+  sed -i "s|$BASE.partial|$WORK/venv|g; s|$BASE|$WORK/venv|g" "$WORK/venv/pyvenv.cfg"
+fi
 V="$WORK/venv/bin"
-"$V/python" -m pip install --quiet torch==2.14.1 torchvision==0.29.1 "setuptools>=77.0.3,<82" wheel
-bash dev/install_detectron2.sh "$V/python"
+"$V/python" -c "import torch, detectron2" || { echo "FAIL: torch / detectron2 missing in the venv" >&2; exit 1; }
+for mod in medseg_core lmsfa; do
+  if "$V/python" -c "import $mod" 2>/dev/null; then echo "FAIL: $mod is already in the fresh venv" >&2; exit 1; fi
+done
+step "installing the wheel with its core dependencies"
 "$V/python" -m pip install --quiet "$WHEEL"
 "$V/python" -m pip check
 for mod in timm transformers monai onnxruntime; do

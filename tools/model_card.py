@@ -94,7 +94,7 @@ def write_markdown_card(args: argparse.Namespace) -> int:
                       with_fvcore=not args.no_fvcore)
     text = card_markdown(card)
     if args.output:
-        from medseg_core.io import atomic_write_text
+        from medseg_core.atomic import atomic_write_text
 
         atomic_write_text(args.output, text)
         print(f"model card written to {args.output}")
