@@ -7,7 +7,7 @@ Python tags; :class:`SafeCfgNode` never does. Unknown keys and malformed files r
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from . import compat  # noqa: F401
 
@@ -238,11 +238,3 @@ def list_config_files(root: str, include_base: bool = False) -> List[str]:
             if f.endswith(".yaml") and (include_base or not f.startswith("Base")):
                 out.append(os.path.join(dirpath, f))
     return sorted(out)
-
-
-def iter_opts(pairs: Iterable[tuple]) -> List[str]:
-    """Flatten ``[(key, value), ...]`` into Detectron2's ``opts`` list."""
-    out: List[str] = []
-    for k, v in pairs:
-        out += [k, str(v)]
-    return out
