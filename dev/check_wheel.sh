@@ -60,13 +60,13 @@ fi
 V="$WORK/venv/bin"
 "$V/python" -c "import torch, detectron2" || { echo "FAIL: torch / detectron2 missing in the venv" >&2; exit 1; }
 for mod in medseg_core lmsfa; do
-  if "$V/python" -c "import $mod" 2>/dev/null; then echo "FAIL: $mod is already in the fresh venv" >&2; exit 1; fi
+  if "$V/python" -P -c "import $mod" 2>/dev/null; then echo "FAIL: $mod is already in the fresh venv" >&2; exit 1; fi
 done
 step "installing the wheel with its core dependencies"
 "$V/python" -m pip install --quiet "$WHEEL"
 "$V/python" -m pip check
 for mod in timm transformers monai onnxruntime; do
-  if "$V/python" -c "import $mod" 2>/dev/null; then echo "FAIL: $mod is installed by the core install" >&2; exit 1; fi
+  if "$V/python" -P -c "import $mod" 2>/dev/null; then echo "FAIL: $mod is installed by the core install" >&2; exit 1; fi
 done
 
 cd "$WORK/run"  # not a checkout: everything must come from the installed package
