@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -33,6 +32,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 
+from ..atomic import atomic_write_json
 from ..checkpoint import SafeCheckpointer
 from ..data.mappers import build_dataset_mapper
 from ..evaluation import build_evaluators
@@ -232,10 +232,7 @@ def write_results_json(output_dir: str, dataset_name: str, res: Dict, iteration:
     folder = os.path.join(output_dir, "inference", dataset_name)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "results.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"dataset": dataset_name, "iteration": iteration, "results": res}, f, indent=2, default=float)
-    os.replace(tmp, path)
+    atomic_write_json(path, {"dataset": dataset_name, "iteration": iteration, "results": res}, indent=2, default=float)
     return path
 
 

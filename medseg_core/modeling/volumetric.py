@@ -217,12 +217,12 @@ def build_volume_network(cfg) -> nn.Module:
     if not name:
         raise ConfigError(
             "MODEL.VOLUMETRIC.NETWORK is empty; set it to one of "
-            f"{sorted(VOLUME_NETWORK_REGISTRY._obj_map)} (import the model's project first)"
+            f"{sorted(name for name, _ in VOLUME_NETWORK_REGISTRY)} (import the model's project first)"
         )
     if name not in VOLUME_NETWORK_REGISTRY:
         raise ConfigError(
             f"MODEL.VOLUMETRIC.NETWORK={name!r} is not registered; known: "
-            f"{sorted(VOLUME_NETWORK_REGISTRY._obj_map)}"
+            f"{sorted(name for name, _ in VOLUME_NETWORK_REGISTRY)}"
         )
     return VOLUME_NETWORK_REGISTRY.get(name)(cfg)
 

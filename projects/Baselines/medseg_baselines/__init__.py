@@ -10,6 +10,10 @@
   (:mod:`.volumetric`).
 """
 import medseg_core  # noqa: F401  (compatibility shim before detectron2)
+from medseg_core.extras import require_extra
+
+require_extra("baselines", "the medseg_baselines project (Swin, Mask2Former, ...)")
+
 
 from .config import add_baselines_config
 from . import mask2former, timm_backbone  # noqa: F401  (register the models)

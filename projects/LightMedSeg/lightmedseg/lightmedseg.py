@@ -3,7 +3,7 @@
 
 Only the abstract and the Fig. 1 caption are public (no code); the pipeline follows the caption
 word for word and each component's concrete form is the calibrated design of
-``shared/notes/lgms-lightmedseg-design.md`` §3.2 (deviations are stated in the module files):
+docs/lightmedseg.md (deviations are stated in the module files):
 
     "The input volume is first embedded by a stride-2 GhostConv3D stem."       -> stem (D/2)
     "The Global Anchor Detector and the Local Structural Prior Module (LSPM)
