@@ -65,6 +65,13 @@ def add_medseg_config(cfg: _D2CfgNode) -> None:
     # Detectron2 drops training images without annotations by default; images with no
     # instances are valid negatives in medical video, so keep them.
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+    # Final training phase with a different data pipeline: for the last FINAL_PHASE_ITERS
+    # iterations the train loader is rebuilt with FINAL_PHASE_OPTS (KEY VALUE pairs) applied,
+    # e.g. ["INPUT.YOLO.MOSAIC_PROB", "0.0"] to close mosaic as Ultralytics does (close_mosaic
+    # = 10 epochs by default there; the LMSF-A release trains with it off). 0 = no final phase.
+    cfg.DATALOADER.FINAL_PHASE_ITERS = 0
+    # KEY VALUE overrides of the final phase's train loader (see FINAL_PHASE_ITERS).
+    cfg.DATALOADER.FINAL_PHASE_OPTS = []
     # Optimizer: "SGD" or "ADAMW".
     cfg.SOLVER.OPTIMIZER = "SGD"
     # Power of the "WarmupPolyLR" schedule (lr * (1 - it / max_iter) ** power).

@@ -36,7 +36,7 @@ from ..atomic import atomic_write_json
 from ..checkpoint import SafeCheckpointer
 from ..data.mappers import build_dataset_mapper
 from ..evaluation import build_evaluators
-from .hooks import ModelEMA, ModelEMAHook, MomentumWarmupHook
+from .hooks import FinalDataPhaseHook, ModelEMA, ModelEMAHook, MomentumWarmupHook
 from .solver import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -169,6 +169,10 @@ class MedSegTrainer(DefaultTrainer):
             ret.append(MomentumWarmupHook(cfg.SOLVER.WARMUP_MOMENTUM, cfg.SOLVER.MOMENTUM, cfg.SOLVER.WARMUP_ITERS))
         if self.model_ema is not None:
             ret.append(ModelEMAHook(self.model_ema))
+        if cfg.DATALOADER.FINAL_PHASE_ITERS > 0:
+            ret.append(FinalDataPhaseHook(
+                cfg, cfg.DATALOADER.FINAL_PHASE_ITERS, cfg.DATALOADER.FINAL_PHASE_OPTS, self.build_train_loader
+            ))
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
 
