@@ -18,7 +18,7 @@ DISTRIBUTION = "medseg-d2"
 # extra -> modules it provides (import names, not distribution names)
 EXTRA_MODULES: Dict[str, Tuple[str, ...]] = {
     "baselines": ("timm", "transformers"),
-    "volumetric": ("monai", "nibabel"),
+    "volumetric": ("monai", "nibabel", "einops"),  # einops: MONAI UNETR / SwinUNETR
     "deploy": ("onnx", "onnxruntime", "onnxscript", "openvino", "nncf"),
 }
 

@@ -31,6 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..atomic import atomic_write_json
 from ..errors import ConfigError, DatasetError
 from .volumes import read_nifti_header
 
@@ -105,10 +106,7 @@ def dataset_statistics(dataset_names: Sequence[str], cache_dir: str = "") -> Dic
     }
     try:
         os.makedirs(folder, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(stats, f)
-        os.replace(tmp, path)
+        atomic_write_json(path, stats)
     except OSError as e:  # a read-only home must not stop training
         logger.warning("could not cache data set statistics in %s: %s", folder, e)
     return stats
