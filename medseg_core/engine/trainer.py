@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import logging
 import os
 import time
@@ -39,13 +38,14 @@ from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 
+from ..atomic import atomic_write_json
 from ..checkpoint import SafeCheckpointer
 from ..data.mappers import build_dataset_mapper
 from ..errors import ConfigError
 from ..evaluation import build_evaluators
 from ..evaluation.counting import ImageCountEvaluator
 from ..modeling.distributed import convert_sync_batchnorm
-from .hooks import ModelEMA, ModelEMAHook, MomentumWarmupHook, unwrap_model
+from .hooks import FinalDataPhaseHook, ModelEMA, ModelEMAHook, MomentumWarmupHook, unwrap_model
 from .solver import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -204,6 +204,10 @@ class MedSegTrainer(DefaultTrainer):
             ret.append(MomentumWarmupHook(cfg.SOLVER.WARMUP_MOMENTUM, cfg.SOLVER.MOMENTUM, cfg.SOLVER.WARMUP_ITERS))
         if self.model_ema is not None:
             ret.append(ModelEMAHook(self.model_ema))
+        if cfg.DATALOADER.FINAL_PHASE_ITERS > 0:
+            ret.append(FinalDataPhaseHook(
+                cfg, cfg.DATALOADER.FINAL_PHASE_ITERS, cfg.DATALOADER.FINAL_PHASE_OPTS, self.build_train_loader
+            ))
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
 
@@ -299,11 +303,8 @@ def write_results_json(
     folder = os.path.join(output_dir, "inference", dataset_name)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "results.json")
-    tmp = path + ".tmp"
     record = {"dataset": dataset_name, "iteration": iteration, "num_images": num_images, "results": res}
-    with open(tmp, "w") as f:
-        json.dump(record, f, indent=2, default=float)
-    os.replace(tmp, path)
+    atomic_write_json(path, record, indent=2, default=float)
     return path
 
 
