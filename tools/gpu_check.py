@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -125,11 +124,11 @@ class Report:
         self.write()
 
     def write(self) -> None:
-        os.makedirs(self.out_dir, exist_ok=True)
-        with open(os.path.join(self.out_dir, "gpu_check.json"), "w") as f:
-            json.dump(self.data, f, indent=2, default=str)
-        with open(os.path.join(self.out_dir, "gpu_check.md"), "w") as f:
-            f.write(render_markdown(self.data))
+        from medseg_core.atomic import atomic_write_json, atomic_write_text
+
+        # atomic: a run killed while writing still leaves the previous section's report
+        atomic_write_json(os.path.join(self.out_dir, "gpu_check.json"), self.data, indent=2, default=str)
+        atomic_write_text(os.path.join(self.out_dir, "gpu_check.md"), render_markdown(self.data))
 
 
 def _fmt(v: Any) -> str:
