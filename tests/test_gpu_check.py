@@ -1,6 +1,7 @@
 """tools/gpu_check.py on a machine without CUDA: it checks its arguments, says that there is
-nothing to check and exits 0; its report renders failures first. (The GPU sections themselves
-run only where a GPU is; ``--cpu-dry-run`` runs them on the CPU by hand.)"""
+nothing to check and exits 0; its report renders failures first; its ``--cpu-dry-run`` runs a
+section end to end on the CPU (the DDP one: gloo for NCCL). The other GPU sections run in full
+only where a GPU is, or by hand with ``--cpu-dry-run``.)"""
 import importlib.util
 import json
 import os
@@ -52,3 +53,19 @@ def test_report_lists_failures_first_and_writes_json(tmp_path):
     assert "| LMSF-A | 0.5 |" in md and "skipped: time budget" in md
     data = json.loads((tmp_path / "gpu_check.json").read_text())
     assert data["failures"] == ["precision: LMSF-A: fp16 differs"]
+
+
+def test_cpu_dry_run_of_the_ddp_section_passes_and_reports(tmp_path):
+    """The cheapest real section: the trainer's DDP wrapper at world size 1 (gloo), SyncBN,
+    accumulation, evaluation and the rank-0 checkpoint, as the GPU run does it with NCCL."""
+    out, work = tmp_path / "report", tmp_path / "work"
+    proc = _run("--cpu-dry-run", "--sections", "env", "ddp_nccl", "--budget-minutes", "5",
+                "--output", str(out), "--work-dir", str(work))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    data = json.loads((out / "gpu_check.json").read_text())
+    assert data["failures"] == [] and list(data["sections"]) == ["env", "ddp_nccl"]
+    (row,) = data["sections"]["ddp_nccl"]["rows"]
+    assert row["backend"] == "gloo" and row["world_size"] == 1 and row["ok"] is True
+    assert row["iters"] == 8 and row["sync_bn_layers"] > 0
+    assert (work / "ddp_nccl" / "model_final.pth").is_file()
+    assert "All checks passed" in (out / "gpu_check.md").read_text()
