@@ -51,12 +51,22 @@ def add_medseg_config(cfg: _D2CfgNode) -> None:
 
     # Run on the GPU when one is visible, else on the CPU (Detectron2's default is "cuda").
     cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    # Training only: load the tensors of MODEL.WEIGHTS whose names and shapes match the model and
+    # keep the others as initialised (fine-tuning from a backbone-only checkpoint or one with
+    # another class count). False: any missing, unexpected or mis-shaped tensor stops the run.
+    # Evaluation, the demo, export and --resume always require an exact match.
+    cfg.MODEL.WEIGHTS_ALLOW_PARTIAL = False
     # Name of the dataset mapper in medseg_core.data.DATASET_MAPPER_REGISTRY; "" picks one
     # from the training set's evaluator_type ("coco" -> instance, "sem_seg", "volume").
     cfg.INPUT.DATASET_MAPPER_NAME = ""
     # Resize every image (and mask) to this (H, W) in training and test; (0, 0) keeps
     # Detectron2's shortest-edge resizing. LGMSNet-style semantic models use (256, 256).
     cfg.INPUT.FIXED_SIZE = (0, 0)
+    # Significant bits of 16-bit single-channel images (PNG/TIFF): pixel values are scaled from
+    # [0, 2^BITS - 1] to the models' 0..255 input range. 16 = the file's full range (OpenCV's
+    # convention); 12 for 12-bit X-rays stored in 16-bit files. A value above the range stops
+    # the run with the file named. 8-bit images are never rescaled.
+    cfg.INPUT.IMAGE_BIT_DEPTH = 16
     # Random 90-degree rotation (p = 0.5) in the semantic mapper (LGMSNet's RandomRotate90).
     cfg.INPUT.RANDOM_ROTATE90 = False
     # Instance mask format: "auto" reads it from the registered data set ("bitmask" when any
@@ -110,8 +120,9 @@ def add_medseg_config(cfg: _D2CfgNode) -> None:
     # FLOP convention of the model's paper: "thop2x" (2 x legacy-thop ops: Ultralytics, LMSF-A),
     # "thop" (legacy-thop ops = MACs, e.g. LGMSNet) or "fvcore" (fvcore MACs).
     cfg.MODEL.FLOPS_CONVENTION = "thop2x"
-    # Check every registered image/mask file (exists, decodable header, sizes agree) before
-    # training starts, so that a bad file fails in seconds rather than hours in.
+    # Decode every registered image, mask, RLE and volume once (in parallel, cached by path, size
+    # and modification time) and check sizes, label values and annotations before training
+    # starts, so that a bad file fails in seconds rather than hours in (every bad file listed).
     cfg.DATASETS.VALIDATE = True
     # Volumetric (3D) models: MODEL.VOLUMETRIC.* and INPUT.VOLUME.* (one comment per key there).
     from .modeling.volumetric import add_volumetric_config
