@@ -1,8 +1,9 @@
 """Shared config keys, safe YAML loading and the one place that builds a full project config.
 
 Detectron2's ``CfgNode.merge_from_file`` falls back to ``yaml.unsafe_load`` when a file has
-Python tags; :class:`SafeCfgNode` never does. Unknown keys and malformed files raise
-:class:`~medseg_core.errors.ConfigError` naming the file.
+Python tags; :class:`SafeCfgNode` never does. Unknown keys, malformed files and values outside
+their valid range (:mod:`medseg_core.config_rules`) raise :class:`~medseg_core.errors.ConfigError`
+naming the file.
 """
 from __future__ import annotations
 
@@ -156,8 +157,10 @@ def load_config(
         cfg.merge_from_file(config_file)
     if opts:
         cfg.merge_from_list(list(opts))
+    from .config_rules import validate_config
     from .data.registration import resolve_mask_format
 
+    validate_config(cfg, config_file, opts)  # value ranges (medseg_core.config_rules), before any work
     resolve_mask_format(cfg)
     if freeze:
         cfg.freeze()

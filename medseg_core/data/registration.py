@@ -200,15 +200,20 @@ def register_semantic_folder(
     mask_value_map: Optional[Dict[int, int]] = None,
     mask_threshold: Optional[int] = None,
     validate: bool = True,
+    unknown_values: str = "error",
     **extra_meta,
 ) -> None:
     """Register a folder of images with same-named label masks.
 
     Pixel values are class ids unless ``mask_value_map`` remaps them (e.g. {0: 0, 255: 1} for
     0/255 lesion masks) or ``mask_threshold`` binarises them (gray > threshold -> 1, for
-    JPEG-compressed 0/255 masks). Values that are neither mapped nor a valid class id become
-    ``ignore_label`` (the mapper does this), so an undocumented label never trains as a class.
+    JPEG-compressed 0/255 masks). A value that is neither mapped nor a valid class id nor
+    ``ignore_label`` stops the pre-training check naming the mask (``unknown_values="error"``);
+    ``"ignore"`` treats such values as ``ignore_label`` with a warning naming each mask (for a
+    known, documented defect of a public data set). The mapper never trains them as a class.
     """
+    if unknown_values not in ("error", "ignore"):
+        raise ValueError(f"unknown_values must be 'error' or 'ignore', got {unknown_values!r}")
     ids = list(ids) if ids is not None else None
     # What the mapper needs to decode a mask travels with every record.
     mask_info = {
@@ -216,6 +221,7 @@ def register_semantic_folder(
         "ignore_label": ignore_label,
         "mask_value_map": dict(mask_value_map) if mask_value_map else None,
         "mask_threshold": mask_threshold,
+        "unknown_values": unknown_values,
     }
 
     def load():

@@ -19,6 +19,7 @@ all reported at once (``details``, one line each).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -33,6 +34,8 @@ __all__ = [
     "check_coco_images", "check_semantic_files", "check_volume_files", "check_training_content",
     "dataset_content", "EXIF_HINT", "mask_format_of", "check_dataset_for_config",
 ]
+
+logger = logging.getLogger(__name__)
 
 # what the pre-training check learned about each registered data set (for training-only checks)
 _CONTENT: Dict[str, Dict[str, Any]] = {}
@@ -364,7 +367,10 @@ def check_semantic_files(records: Sequence[Dict], mask_info: Dict[str, Any], sou
                                 "not a label mask")
                 continue
             bad = sorted(set(values) - allowed)
-            if bad:
+            if bad and mask_info.get("unknown_values") == "ignore":
+                logger.warning("%s: mask values %s are not class ids: treated as ignore (%d)",
+                               r["sem_seg_file_name"], bad[:10], mask_info["ignore_label"])
+            elif bad:
                 problems.append(
                     f"{r['sem_seg_file_name']}: mask values {bad[:10]} are neither class ids "
                     f"0..{mask_info['num_classes'] - 1}, mapped values nor the ignore label {mask_info['ignore_label']}"

@@ -64,3 +64,33 @@ def add_baselines_config(cfg) -> None:
     cfg.MODEL.MASK2FORMER.TEST_TOPK_PER_IMAGE = 100
     # Pad the input to a multiple of this (32 = the backbone's deepest stride).
     cfg.MODEL.MASK2FORMER.SIZE_DIVISIBILITY = 32
+
+
+# Valid ranges of the keys above, checked when a config is loaded (medseg_core.config_rules).
+def _timm_levels_agree(cfg):
+    t = cfg.MODEL.get("TIMM")
+    if t is not None and len(t.OUT_FEATURES) != len(t.OUT_INDICES):
+        return [("MODEL.TIMM.OUT_INDICES", f"must have one index per MODEL.TIMM.OUT_FEATURES entry "
+                                           f"({len(t.OUT_FEATURES)}), got {len(t.OUT_INDICES)}")]
+    return []
+
+
+def _rules():
+    from medseg_core.config_rules import integer, number, one_of, register_config_rules, sequence
+
+    pos_int, nonneg = integer(1), number(0)
+    drop = number(0, 1, hi_open=True)
+    q = "MODEL.MASK2FORMER."
+    register_config_rules({
+        "MODEL.TIMM.OUT_INDICES": sequence(integer(0), min_len=1), "MODEL.TIMM.DROP_PATH_RATE": drop,
+        "MODEL.TIMM.SIZE_DIVISIBILITY": pos_int,
+        q + "BACKBONE": one_of("resnet50", "swin_tiny"), q + "NUM_CLASSES": pos_int, q + "NUM_QUERIES": pos_int,
+        q + "HIDDEN_DIM": pos_int, q + "DEC_LAYERS": pos_int, q + "ENC_LAYERS": pos_int,
+        q + "DIM_FEEDFORWARD": pos_int, q + "CLASS_WEIGHT": nonneg, q + "MASK_WEIGHT": nonneg,
+        q + "DICE_WEIGHT": nonneg, q + "NO_OBJECT_WEIGHT": nonneg, q + "TRAIN_NUM_POINTS": pos_int,
+        q + "OVERSAMPLE_RATIO": number(1), q + "IMPORTANCE_SAMPLE_RATIO": number(0, 1), q + "DROP_PATH_RATE": drop,
+        q + "TEST_TOPK_PER_IMAGE": pos_int, q + "SIZE_DIVISIBILITY": pos_int,
+    }, [_timm_levels_agree])
+
+
+_rules()
