@@ -19,7 +19,7 @@ import sys
 from typing import Iterable, Optional
 
 __all__ = [
-    "MedSegError", "MedSegInputError", "DatasetError", "ConfigError", "UsageError", "OutputPathError",
+    "MedSegError", "MedSegInputError", "DatasetError", "ConfigError", "UsageError", "InputNotFoundError", "OutputPathError",
     "CheckpointError", "CheckpointNotFoundError", "CheckpointMismatchError", "UnsafeCheckpointError",
     "here",
 ]
@@ -60,6 +60,10 @@ class ConfigError(MedSegInputError):
 
 class UsageError(MedSegInputError):
     """Command-line options that cannot be combined or are missing."""
+
+
+class InputNotFoundError(MedSegInputError, FileNotFoundError):
+    """An input named on the command line (image, glob, video) does not exist."""
 
 
 class OutputPathError(MedSegInputError):
