@@ -82,6 +82,7 @@ def setup_cfg(args):
                 node[key] = max(val, float(args.confidence_threshold))
 
     raise_thresholds(cfg.MODEL)
+    cfg.TEST.MASK_OUTPUT = "boxes"  # masks stay cropped to their boxes until drawn (bounded memory)
     cfg.freeze()
     return cfg
 

@@ -101,6 +101,10 @@ def add_medseg_config(cfg: _D2CfgNode) -> None:
     # Evaluators to run, by name in medseg_core.evaluation.EVALUATOR_REGISTRY; empty picks
     # them from each test set's evaluator_type.
     cfg.TEST.EVALUATORS = []
+    # How instance models return pred_masks: "full" ((N, H, W) at the image size; evaluators need
+    # it) or "boxes" (medseg_core.cropped_masks.CroppedMasks: each mask only inside its box, memory
+    # proportional to the box areas; the demo sets it). Models without support return "full".
+    cfg.TEST.MASK_OUTPUT = "full"
     # Maximum detections per image passed to COCOEvaluator (COCO's default is 100).
     cfg.TEST.DETECTIONS_PER_IMAGE_EVAL = 100
     # Ultralytics-protocol evaluator "ultralytics_segm" (the protocol of YOLO papers such as LMSF-A).

@@ -58,8 +58,11 @@ class LMSFA(nn.Module):
         multi_label: bool = True,
         agnostic_nms: bool = False,
         max_nms: int = 30000,
+        mask_output: str = "full",
     ) -> None:
         super().__init__()
+        # "boxes": pred_masks as CroppedMasks (memory ~ box areas; TEST.MASK_OUTPUT, the demo)
+        self.mask_output = mask_output
         self.backbone, self.head, self.criterion = backbone, head, criterion
         self.input_format = input_format
         self.pad_value = float(pad_value)
@@ -91,6 +94,7 @@ class LMSFA(nn.Module):
             input_format=cfg.INPUT.FORMAT, pad_value=a.PAD_VALUE, reg_max=a.REG_MAX,
             conf_thresh=a.TEST_CONF_THRESH, nms_iou=a.TEST_NMS_IOU, max_det=a.TEST_MAX_DET,
             multi_label=a.TEST_MULTI_LABEL, agnostic_nms=a.TEST_AGNOSTIC_NMS, max_nms=a.TEST_MAX_NMS,
+            mask_output=cfg.TEST.MASK_OUTPUT,
         )
 
     @property
@@ -216,7 +220,8 @@ class LMSFA(nn.Module):
             inst.scores = det.scores
             inst.pred_classes = det.classes
             inst.pred_masks = assemble_masks(
-                det.coef, outputs.protos[i], bx, (h_in, w_in), (H, W), proto_stride=proto_stride
+                det.coef, outputs.protos[i], bx, (h_in, w_in), (H, W), proto_stride=proto_stride,
+                cropped=self.mask_output == "boxes",
             )
             results.append({"instances": inst})
         return results
