@@ -202,24 +202,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from detectron2.data import DatasetCatalog
 
     import medseg_core.data  # noqa: F401  (registers the built-in and generated data sets)
-    from medseg_core.errors import UsageError
+    from medseg_core.errors import UsageError, here
     from predictor import VisualizationDemo
 
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     if not (args.input or args.video_input or args.gt_dataset or args.annotations):
-        raise UsageError("demo/demo.py: give --input, --video-input, --gt-dataset or --annotations")
+        raise UsageError(here() + "give --input, --video-input, --gt-dataset or --annotations")
     if args.video_input and (args.input or args.gt_dataset or args.annotations):
-        raise UsageError("demo/demo.py: --video-input cannot be combined with image inputs or ground truth")
+        raise UsageError(here() + "--video-input cannot be combined with image inputs or ground truth")
     cfg = setup_cfg(args)
 
     gt_name = args.gt_dataset
     if args.annotations:
         if gt_name:
-            raise UsageError("demo/demo.py: give either --gt-dataset or --annotations, not both")
+            raise UsageError(here() + "give either --gt-dataset or --annotations, not both")
         gt_name = register_annotations(args.annotations, args.image_root)
     elif gt_name and gt_name not in DatasetCatalog.list():
-        raise UsageError(f"demo/demo.py: --gt-dataset {gt_name!r} is not registered "
+        raise UsageError(here() + f"--gt-dataset {gt_name!r} is not registered "
                          f"(known: {', '.join(sorted(DatasetCatalog.list()))})")
 
     def progress(it, **kw):

@@ -101,8 +101,9 @@ def _source_label(filename: str, module: str) -> str:
     return os.path.basename(path)
 
 
-def here(message: str, depth: int = 1) -> str:
+def here(message: str = "", depth: int = 1) -> str:
     """``message`` prefixed with the source file of the caller (``depth`` frames up), e.g.
-    ``"lmsfa/heads/base.py: unknown head 'X'"``: the prefix follows the code when it moves."""
+    ``here() + "unknown head 'X'"`` gives ``"lmsfa/heads/base.py: unknown head 'X'"``: the prefix
+    follows the code when it moves or is renamed, instead of a hard-coded path going stale."""
     frame = sys._getframe(depth)
     return f"{_source_label(frame.f_code.co_filename, frame.f_globals.get('__name__', ''))}: {message}"

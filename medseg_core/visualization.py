@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import compat  # noqa: F401
+from .errors import here
 
 __all__ = [
     "PELD_COLORS", "class_colors", "draw_instances", "draw_ground_truth", "draw_semantic", "side_by_side",
@@ -224,7 +225,7 @@ def semantic_labels(sem_seg) -> np.ndarray:
     sigmoid-0.5 decision there too."""
     scores = sem_seg.detach().cpu().numpy() if hasattr(sem_seg, "detach") else np.asarray(sem_seg)
     if scores.ndim != 3:
-        raise ValueError(f"medseg_core/visualization.py: sem_seg must be (K, H, W), got shape {scores.shape}")
+        raise ValueError(here() + f"sem_seg must be (K, H, W), got shape {scores.shape}")
     return scores.argmax(0).astype(np.int64)
 
 
@@ -243,7 +244,7 @@ def draw_prediction(image_rgb: np.ndarray, prediction: dict, metadata, score_thr
         k = int(prediction["sem_seg"].shape[0])
         return draw_semantic(image_rgb, labels, _stuff_names(metadata, k), metadata.get("ignore_label", 255))
     raise ValueError(
-        f"medseg_core/visualization.py: cannot draw a prediction with keys {sorted(prediction)} "
+        here() + f"cannot draw a prediction with keys {sorted(prediction)} "
         "(expected 'instances' or 'sem_seg')"
     )
 

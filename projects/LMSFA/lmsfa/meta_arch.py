@@ -32,6 +32,7 @@ from .fuse import fuse_model
 from .heads import IN_FEATURES, HeadOutputs, build_lmsfa_head
 from .losses import SegTargets, YOLOSegLoss
 from .postprocess import assemble_masks, decode_boxes, flatten_levels, multilabel_nms
+from medseg_core.errors import ConfigError, here
 
 __all__ = ["LMSFA"]
 
@@ -72,8 +73,8 @@ class LMSFA(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         if self.pixel_mean.shape != self.pixel_std.shape:
-            raise ValueError(
-                f"lmsfa/meta_arch.py: MODEL.PIXEL_MEAN and MODEL.PIXEL_STD differ in length "
+            raise ConfigError(
+                here() + f"MODEL.PIXEL_MEAN and MODEL.PIXEL_STD differ in length "
                 f"({pixel_mean} vs {pixel_std})"
             )
 
@@ -109,7 +110,7 @@ class LMSFA(nn.Module):
             img = x["image"]
             if img.dim() != 3 or img.shape[0] != self.pixel_mean.shape[0]:
                 raise ValueError(
-                    f"lmsfa/meta_arch.py: {x.get('file_name', 'input')}: expected a "
+                    here() + f"{x.get('file_name', 'input')}: expected a "
                     f"({self.pixel_mean.shape[0]}, H, W) image tensor, got {tuple(img.shape)}"
                 )
             images.append(img.to(self.device, non_blocking=True).float())
@@ -147,13 +148,13 @@ class LMSFA(nn.Module):
         H, W = int(input_hw[0]), int(input_hw[1])
         hp, wp = int(proto_hw[0]), int(proto_hw[1])
         if H % hp or W % wp or H // hp != W // wp:
-            raise ValueError(f"lmsfa/meta_arch.py: prototypes {hp}x{wp} are not a fixed stride of the input {H}x{W}")
+            raise ValueError(here() + f"prototypes {hp}x{wp} are not a fixed stride of the input {H}x{W}")
         ratio = H // hp
         insts = []
         for x in batched_inputs:
             if "instances" not in x:
                 raise ValueError(
-                    f"lmsfa/meta_arch.py: {x.get('file_name', 'input')}: training input has no 'instances' "
+                    here() + f"{x.get('file_name', 'input')}: training input has no 'instances' "
                     "(use a mapper that keeps annotations, e.g. INPUT.DATASET_MAPPER_NAME 'yolo')"
                 )
             insts.append(x["instances"])
@@ -173,7 +174,7 @@ class LMSFA(nn.Module):
             valid[i, :k] = True
             if not inst.has("gt_masks"):
                 raise ValueError(
-                    f"lmsfa/meta_arch.py: {batched_inputs[i].get('file_name', 'input')}: instances have no "
+                    here() + f"{batched_inputs[i].get('file_name', 'input')}: instances have no "
                     "gt_masks (instance segmentation needs mask annotations)"
                 )
             gm = inst.gt_masks

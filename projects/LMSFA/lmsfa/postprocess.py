@@ -32,6 +32,7 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 from .dfl import dfl_decode, dist2bbox, make_anchors
+from medseg_core.errors import here
 
 __all__ = [
     "Detections", "flatten_levels", "decode_boxes", "multilabel_nms", "assemble_masks", "rank_within_groups",
@@ -163,7 +164,7 @@ def assemble_masks(
     in chunks of at most ``max_chunk_pixels`` output pixels to bound memory.
     """
     if method not in ("auto", "boxes", "dense"):
-        raise ValueError(f"lmsfa/postprocess.py: assemble_masks method must be auto, boxes or dense, got {method!r}")
+        raise ValueError(here() + f"assemble_masks method must be auto, boxes or dense, got {method!r}")
     k = coef.shape[0]
     nm, hp, wp = protos.shape
     H, W = int(output_hw[0]), int(output_hw[1])

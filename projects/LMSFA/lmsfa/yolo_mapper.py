@@ -41,7 +41,7 @@ from detectron2.data import get_detection_dataset_dicts
 from detectron2.structures import BitMasks, Boxes, BoxMode, Instances
 
 from medseg_core.data.mappers import DATASET_MAPPER_REGISTRY, read_image_checked
-from medseg_core.errors import DatasetError
+from medseg_core.errors import ConfigError, DatasetError, here
 
 __all__ = ["YOLOMapper", "decode_segmentation", "random_affine_matrix", "hsv_jitter", "resize_longest"]
 
@@ -135,7 +135,7 @@ class YOLOMapper:
         self.is_train = is_train
         self.size = int(y.IMAGE_SIZE)
         if self.size <= 0 or self.size % 32:
-            raise ValueError(f"lmsfa/yolo_mapper.py: INPUT.YOLO.IMAGE_SIZE must be a positive multiple of 32, got {self.size}")
+            raise ConfigError(here() + f"INPUT.YOLO.IMAGE_SIZE must be a positive multiple of 32, got {self.size}")
         self.format = cfg.INPUT.FORMAT
         self.bit_depth = int(cfg.INPUT.IMAGE_BIT_DEPTH)
         self.mosaic_prob = float(y.MOSAIC_PROB)
