@@ -37,7 +37,7 @@ from .errors import CheckpointError, CheckpointMismatchError, CheckpointNotFound
 
 __all__ = [
     "SafeCheckpointer", "ALLOWED_GLOBALS", "safe_torch_load", "atomic_torch_save", "StateDictMismatch",
-    "compare_state_dicts", "check_state_dict_fits", "remove_stale_temporaries",
+    "compare_state_dicts", "check_state_dict_fits", "check_checkpoint_for_config", "remove_stale_temporaries",
 ]
 
 # Non-tensor classes that our checkpoints legitimately contain. Plain containers, numbers,
@@ -195,6 +195,26 @@ def check_state_dict_fits(model: torch.nn.Module, state_dict: Dict[str, Any], pa
     raise CheckpointMismatchError(
         f"{path}: does not fit the model built from the config: {mismatch.describe()}", hint="; ".join(hints)
     )
+
+
+def check_checkpoint_for_config(cfg, path: str) -> None:
+    """Refuse ``path`` unless its weights (and its weight average, if any) fit the model of ``cfg``:
+    for tools that take several checkpoints and should stop before any work (tools/compare.py)."""
+    from detectron2.modeling import build_model
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    data = safe_torch_load(path)
+    if not isinstance(data, dict):
+        raise UnsafeCheckpointError(f"{path}: a checkpoint must be a dict, got {type(data).__name__}")
+    state = data.get("model", data)
+    _strip_prefix_if_present(state, "module.")
+    check_state_dict_fits(model, state, path, cfg)
+    ema = data.get("model_ema")
+    if isinstance(ema, dict) and isinstance(ema.get("model"), dict) and cfg.MODEL_EMA.USE_FOR_EVAL:
+        check_state_dict_fits(model, ema["model"], f"{path} (model_ema)", cfg)
 
 
 def remove_stale_temporaries(folder: str) -> List[str]:

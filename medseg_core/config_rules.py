@@ -227,7 +227,6 @@ RULES: Dict[str, Rule] = {
     "SOLVER.MAX_ITER": _POS_INT,
     "SOLVER.IMS_PER_BATCH": _POS_INT,
     "SOLVER.BASE_LR": _POS,
-    "SOLVER.BASE_LR_END": _NONNEG,
     "SOLVER.MOMENTUM": number(0, 1, hi_open=True),
     "SOLVER.NESTEROV": boolean(),
     "SOLVER.WEIGHT_DECAY": _NONNEG,

@@ -75,8 +75,23 @@ def _load_cache(cache_name: str) -> Dict[str, Any]:
     return data["entries"]
 
 
+CACHE_MAX_AGE_DAYS = 30  # cache files not written for this long are deleted (data sets gone)
+
+
+def _prune(folder: str) -> None:
+    cutoff = time.time() - CACHE_MAX_AGE_DAYS * 86400
+    try:
+        for f in os.listdir(folder):
+            p = os.path.join(folder, f)
+            if f.endswith(".json") and os.path.getmtime(p) < cutoff:
+                os.remove(p)
+    except OSError:
+        pass
+
+
 def _save_cache(cache_name: str, entries: Dict[str, Any]) -> None:
     path = _cache_path(cache_name)
+    _prune(os.path.dirname(path))
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
