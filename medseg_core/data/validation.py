@@ -175,6 +175,12 @@ def _polygon_problem(poly: Any, h: int, w: int) -> Optional[str]:
     return None
 
 
+def _segmentation_kind(seg: Any) -> str:
+    if seg is None or (isinstance(seg, list) and len(seg) == 0):
+        return "none"
+    return "rle" if isinstance(seg, dict) else "polygon"
+
+
 def _segmentation_problem(seg: Any, h: int, w: int) -> Tuple[str, Optional[str]]:
     """(kind, problem) of one annotation's segmentation; kind is "polygon", "rle" or "none"."""
     if seg is None or (isinstance(seg, list) and len(seg) == 0):
@@ -279,8 +285,7 @@ def validate_coco_dict(data: Any, json_file: str, image_root: Optional[str] = No
                 f"{json_file}: annotation {aid} has category id {a.get('category_id')}, which "
                 f"is not in the category list {sorted(cat_ids)}"
             )
-        im = images[a["image_id"]]
-        kinds[_segmentation_problem(a.get("segmentation"), im["height"], im["width"])[0]] += 1
+        kinds[_segmentation_kind(a.get("segmentation"))] += 1
     problems = _annotation_problems(data["annotations"], images, json_file)
     raise_problems(problems, json_file, len(data["annotations"]), "annotations")
     if dataset_name:
