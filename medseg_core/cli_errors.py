@@ -45,9 +45,8 @@ _WORKER_TRACEBACK = re.compile(r"Original Traceback", re.MULTILINE)
 
 
 def _plain_message(exc: MedSegError) -> str:
-    text = exc.one_line() if not _WORKER_TRACEBACK.search(str(exc.message)) else None
-    if text is not None:
-        return text
+    if not _WORKER_TRACEBACK.search(str(exc.message)):
+        return exc.one_line()
     last = [line for line in str(exc.message).splitlines() if line.strip()][-1]
     last = re.sub(r"^[\w.]*Error:\s*", "", last.strip())
     return f"{last} (hint: {exc.hint})" if exc.hint else last
