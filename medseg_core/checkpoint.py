@@ -8,7 +8,7 @@ the (few) non-tensor classes our own checkpoints contain; anything else is refus
 :class:`~medseg_core.errors.UnsafeCheckpointError` naming the file and the offending globals.
 Pickle-based formats (``.pkl``) are refused outright. ``.safetensors`` files load as weights.
 
-Writes are atomic: a checkpoint is written to ``<name>.pth.tmp`` and renamed, and
+Writes are atomic (:mod:`medseg_core.atomic`): a checkpoint is written to a temporary file and renamed, and
 ``last_checkpoint`` is replaced the same way only after the rename, so a process killed at any
 moment leaves ``last_checkpoint`` pointing at a complete file.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -33,6 +34,7 @@ from . import compat  # noqa: F401
 from detectron2.checkpoint import DetectionCheckpointer
 from fvcore.common.checkpoint import _strip_prefix_if_present
 
+from .atomic import atomic_torch_save, atomic_write_text
 from .errors import CheckpointError, CheckpointMismatchError, CheckpointNotFoundError, UnsafeCheckpointError
 
 __all__ = [
@@ -76,24 +78,6 @@ def safe_torch_load(path: str) -> Dict[str, Any]:
         ) from e
     except (RuntimeError, EOFError, ValueError, OSError) as e:
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({str(e).splitlines()[0]})") from e
-
-
-def atomic_torch_save(obj: Any, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class StateDictMismatch:
@@ -217,13 +201,18 @@ def check_checkpoint_for_config(cfg, path: str) -> None:
         check_state_dict_fits(model, ema["model"], f"{path} (model_ema)", cfg)
 
 
+# Temporaries of medseg_core.atomic (".<target>.<random>.tmp") for checkpoints and last_checkpoint,
+# and the "<target>.tmp" names earlier versions wrote.
+_STALE_TEMPORARY = re.compile(r"\.(?:.+\.pth|last_checkpoint)\.\w+\.tmp|.+\.pth\.tmp|last_checkpoint\.tmp")
+
+
 def remove_stale_temporaries(folder: str) -> List[str]:
-    """Delete ``*.pth.tmp`` / ``last_checkpoint.tmp`` left by a process killed while writing."""
+    """Delete the temporary files of checkpoint writes that a process killed while writing left."""
     removed = []
     if not folder or not os.path.isdir(folder):
         return removed
-    for f in os.listdir(folder):
-        if f.endswith(".pth.tmp") or f == "last_checkpoint.tmp":
+    for f in sorted(os.listdir(folder)):
+        if _STALE_TEMPORARY.fullmatch(f):
             try:
                 os.remove(os.path.join(folder, f))
                 removed.append(f)
@@ -288,4 +277,4 @@ class SafeCheckpointer(DetectionCheckpointer):
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        _atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
+        atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)

@@ -23,7 +23,7 @@ from .errors import ConfigError
 
 __all__ = [
     "Rule", "integer", "number", "probability", "one_of", "sequence", "multiple_of", "boolean", "matches",
-    "odd_integer", "RULES", "CROSS_CHECKS", "register_config_rules", "validate_config", "config_problems",
+    "odd_integer", "sizes_or", "RULES", "CROSS_CHECKS", "register_config_rules", "validate_config", "config_problems",
 ]
 
 
@@ -138,6 +138,16 @@ def odd_integer(lo: int = 1) -> Rule:
     return Rule(lambda v: _is_int(v) and v >= lo and v % 2 == 1, f"an odd integer >= {lo}")
 
 
+def sizes_or(length: int, item: Rule, *special: Tuple) -> Rule:
+    """``length`` values each satisfying ``item``, or exactly one of the ``special`` tuples
+    (e.g. ``(0, 0, 0)``: "planned from the data")."""
+    plain = sequence(item, length=length)
+    specials = [tuple(x) for x in special]
+    names = " or ".join(str(x) for x in specials)
+    return Rule(lambda v: isinstance(v, (list, tuple)) and (tuple(v) in specials or plain.ok(v)),
+                f"{length} values, each {item.text}" + (f", or {names}" if names else ""))
+
+
 # A cross-key check returns (key, problem) pairs for values that are fine alone but not together.
 CrossCheck = Callable[[Any], List[Tuple[str, str]]]
 
@@ -186,7 +196,8 @@ RULES: Dict[str, Rule] = {
     "MODEL.VOLUMETRIC.LOSS.DICE_WEIGHT": _NONNEG,
     "MODEL.VOLUMETRIC.LOSS.CE_WEIGHT": _NONNEG,
     "MODEL.VOLUMETRIC.LOSS.DICE_SMOOTH": _NONNEG,
-    "MODEL.VOLUMETRIC.SLIDING_WINDOW.ROI_SIZE": sequence(_NONNEG_INT, length=3),
+    # (0, 0, 0): the whole volume in one pass; (-1, -1, -1): the training patch
+    "MODEL.VOLUMETRIC.SLIDING_WINDOW.ROI_SIZE": sizes_or(3, _POS_INT, (0, 0, 0), (-1, -1, -1)),
     "MODEL.VOLUMETRIC.SLIDING_WINDOW.OVERLAP": number(0, 1, hi_open=True),
     "MODEL.VOLUMETRIC.SLIDING_WINDOW.MODE": one_of("gaussian", "constant"),
     "MODEL.VOLUMETRIC.SLIDING_WINDOW.SIGMA_SCALE": _POS,
@@ -205,7 +216,7 @@ RULES: Dict[str, Rule] = {
     "INPUT.FIXED_SIZE": sequence(_NONNEG_INT, length=2),
     "INPUT.IMAGE_BIT_DEPTH": integer(8, 16),
     "INPUT.RANDOM_ROTATE90": boolean(),
-    "INPUT.VOLUME.CROP_SIZE": sequence(_POS_INT, length=3),
+    "INPUT.VOLUME.CROP_SIZE": sizes_or(3, _POS_INT, (0, 0, 0)),  # (0, 0, 0): planned from the data
     "INPUT.VOLUME.FOREGROUND_CROP_PROB": _PROB,
     "INPUT.VOLUME.NORMALIZE": one_of("zscore", "range", "percentile", "none"),
     "INPUT.VOLUME.INTENSITY_RANGE": sequence(number(), length=2, increasing=True),

@@ -211,13 +211,6 @@ def side_by_side(left: np.ndarray, right: np.ndarray, gap: int = 8) -> np.ndarra
     return canvas
 
 
-def set_metadata_colors(metadata, class_names: Optional[Sequence[str]] = None) -> None:
-    """Store the class colours as ``thing_colors`` for Detectron2 tools that read them."""
-    names = class_names or metadata.get("thing_classes", [])
-    if names and metadata.get("thing_colors") is None:
-        metadata.thing_colors = [list(c) for c in class_colors(names)]
-
-
 def semantic_labels(sem_seg) -> np.ndarray:
     """(K, H, W) class scores (tensor or array) -> (H, W) int64 label map (argmax over K).
 

@@ -127,11 +127,13 @@ def test_killed_while_writing_model_final_then_resumed_ends_with_a_valid_model_f
         import os, runpy, signal, sys
         import medseg_core.checkpoint as ck
         real = ck.atomic_torch_save
+        from medseg_core.atomic import atomic_write
         def dying(obj, path):
             if path.endswith("model_final.pth"):
-                with open(path + ".tmp", "wb") as f:
+                with atomic_write(path, "wb") as f:  # killed half-way: the temporary stays
                     f.write(b"PK\\x03\\x04 half a zip")
-                os.kill(os.getpid(), signal.SIGKILL)
+                    f.flush()
+                    os.kill(os.getpid(), signal.SIGKILL)
             real(obj, path)
         ck.atomic_torch_save = dying
         sys.argv = {_train_cmd(tmp_path)[1:]!r}
@@ -140,13 +142,13 @@ def test_killed_while_writing_model_final_then_resumed_ends_with_a_valid_model_f
     first = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, env=env)
     assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000005.pth"
-    assert not (tmp_path / "model_final.pth").exists() and (tmp_path / "model_final.pth.tmp").exists()
+    assert not (tmp_path / "model_final.pth").exists() and len(list(tmp_path.glob(".model_final.pth.*.tmp"))) == 1
     out = subprocess.run(_train_cmd(tmp_path, "--resume"), cwd=REPO, capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     final = safe_torch_load(str(tmp_path / "model_final.pth"))
     assert final["iteration"] == 5 and "model" in final
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
-    assert not (tmp_path / "model_final.pth.tmp").exists()
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
 
 
 # ----------------------------------------------------------------------------- strict matching

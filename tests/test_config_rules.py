@@ -36,8 +36,12 @@ def test_out_of_range_values_are_refused(opts, message):
 
 
 def test_volumetric_and_probability_keys(tmp_path):
-    with pytest.raises(ConfigError, match=r"INPUT.VOLUME.CROP_SIZE must be a list of 3 values"):
+    with pytest.raises(ConfigError, match=r"INPUT.VOLUME.CROP_SIZE must be 3 values, each an integer >= 1, or \(0, 0, 0\)"):
         load_config(VOLUME, ["INPUT.VOLUME.CROP_SIZE", "(32, 32)"])
+    with pytest.raises(ConfigError, match=r"SLIDING_WINDOW.ROI_SIZE must be 3 values, .*or \(0, 0, 0\) or \(-1, -1, -1\), got \(0, 32, 32\)"):
+        load_config(VOLUME, ["MODEL.VOLUMETRIC.SLIDING_WINDOW.ROI_SIZE", "(0, 32, 32)"])
+    for roi in ("(0, 0, 0)", "(-1, -1, -1)", "(32, 48, 32)"):  # whole volume, training patch, a size
+        load_config(VOLUME, ["MODEL.VOLUMETRIC.SLIDING_WINDOW.ROI_SIZE", roi])
     with pytest.raises(ConfigError, match=r"INPUT.VOLUME.PERCENTILES must be a list of 2 values, increasing"):
         load_config(VOLUME, ["INPUT.VOLUME.PERCENTILES", "(99.5, 0.5)"])
     with pytest.raises(ConfigError, match=r"MODEL.VOLUMETRIC.SLIDING_WINDOW.OVERLAP must be a finite number in \[0, 1\)"):

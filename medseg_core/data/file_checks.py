@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
+from ..atomic import atomic_write_json
 from ..errors import DatasetError, MedSegError
 
 logger = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ def _prune(folder: str) -> None:
     try:
         for f in os.listdir(folder):
             p = os.path.join(folder, f)
-            if f.endswith(".json") and os.path.getmtime(p) < cutoff:
+            if f.endswith((".json", ".tmp")) and os.path.getmtime(p) < cutoff:
                 os.remove(p)
     except OSError:
         pass
@@ -92,18 +93,10 @@ def _prune(folder: str) -> None:
 def _save_cache(cache_name: str, entries: Dict[str, Any]) -> None:
     path = _cache_path(cache_name)
     _prune(os.path.dirname(path))
-    tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"version": CACHE_VERSION, "name": cache_name, "entries": entries}, f)
-        os.replace(tmp, path)
+        atomic_write_json(path, {"version": CACHE_VERSION, "name": cache_name, "entries": entries})
     except OSError as e:
         logger.warning("%s: cannot write the file-check cache (%s); the next run checks again", path, e)
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
 
 
 # --------------------------------------------------------------------------- probes
