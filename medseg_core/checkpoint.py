@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -34,7 +33,7 @@ from . import compat  # noqa: F401
 from detectron2.checkpoint import DetectionCheckpointer
 from fvcore.common.checkpoint import _strip_prefix_if_present
 
-from .atomic import atomic_torch_save, atomic_write_text
+from .atomic import atomic_torch_save, atomic_write_text, remove_temporaries
 from .errors import CheckpointError, CheckpointMismatchError, CheckpointNotFoundError, UnsafeCheckpointError
 
 __all__ = [
@@ -201,24 +200,10 @@ def check_checkpoint_for_config(cfg, path: str) -> None:
         check_state_dict_fits(model, ema["model"], f"{path} (model_ema)", cfg)
 
 
-# Temporaries of medseg_core.atomic (".<target>.<random>.tmp") for checkpoints and last_checkpoint,
-# and the "<target>.tmp" names earlier versions wrote.
-_STALE_TEMPORARY = re.compile(r"\.(?:.+\.pth|last_checkpoint)\.\w+\.tmp|.+\.pth\.tmp|last_checkpoint\.tmp")
-
-
 def remove_stale_temporaries(folder: str) -> List[str]:
-    """Delete the temporary files of checkpoint writes that a process killed while writing left."""
-    removed = []
-    if not folder or not os.path.isdir(folder):
-        return removed
-    for f in sorted(os.listdir(folder)):
-        if _STALE_TEMPORARY.fullmatch(f):
-            try:
-                os.remove(os.path.join(folder, f))
-                removed.append(f)
-            except OSError:
-                pass
-    return removed
+    """Delete the temporary files of checkpoint and ``last_checkpoint`` writes that a process
+    killed while writing left (a resumed run must not mistake or accumulate them)."""
+    return remove_temporaries(folder, r".+\.pth|last_checkpoint")
 
 
 class SafeCheckpointer(DetectionCheckpointer):

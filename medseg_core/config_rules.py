@@ -202,6 +202,8 @@ RULES: Dict[str, Rule] = {
     "MODEL.VOLUMETRIC.SLIDING_WINDOW.MODE": one_of("gaussian", "constant"),
     "MODEL.VOLUMETRIC.SLIDING_WINDOW.SIGMA_SCALE": _POS,
     "MODEL.VOLUMETRIC.SLIDING_WINDOW.BATCH_SIZE": _POS_INT,
+    # one loss weight per output, full resolution first (their sum must be positive: _deep_supervision)
+    "MODEL.VOLUMETRIC.DEEP_SUPERVISION.WEIGHTS": sequence(_NONNEG, min_len=1),
     # --- input ---
     "INPUT.FORMAT": one_of("BGR", "RGB", "L", "YUV-BT.601"),
     "INPUT.MASK_FORMAT": one_of("auto", "polygon", "bitmask"),
@@ -229,9 +231,29 @@ RULES: Dict[str, Rule] = {
     "INPUT.VOLUME.SCALE_INTENSITY": _NONNEG,
     "INPUT.VOLUME.SHIFT_INTENSITY_PROB": _PROB,
     "INPUT.VOLUME.SHIFT_INTENSITY": _NONNEG,
+    "INPUT.VOLUME.PLAN_MAX_VOXELS": _NONNEG_INT,  # 0: no bound
+    "INPUT.VOLUME.TARGET_SPACING": sizes_or(3, _POS, (0, 0, 0)),  # (0, 0, 0): the training set's median
+    "INPUT.VOLUME.CACHE_MB": _NONNEG,  # 0: off
+    "INPUT.VOLUME.ROTATE_PROB": _PROB,
+    "INPUT.VOLUME.ROTATE_DEGREES": number(0, 180),
+    "INPUT.VOLUME.SCALE_PROB": _PROB,
+    "INPUT.VOLUME.SCALE_RANGE": sequence(_POS, length=2, increasing=True),
+    "INPUT.VOLUME.NOISE_PROB": _PROB,
+    "INPUT.VOLUME.NOISE_STD": _NONNEG,
+    "INPUT.VOLUME.BLUR_PROB": _PROB,
+    "INPUT.VOLUME.BLUR_SIGMA": sequence(_POS, length=2, increasing=True),
+    "INPUT.VOLUME.CONTRAST_PROB": _PROB,
+    "INPUT.VOLUME.CONTRAST": number(0, 1, hi_open=True),  # factor 1 +/- this stays positive
+    "INPUT.VOLUME.LOWRES_PROB": _PROB,
+    "INPUT.VOLUME.LOWRES_ZOOM": sequence(number(0, 1, lo_open=True), length=2, increasing=True),
+    "INPUT.VOLUME.GAMMA_PROB": _PROB,
+    "INPUT.VOLUME.GAMMA_RANGE": sequence(_POS, length=2, increasing=True),
     # --- data loading ---
     "DATALOADER.NUM_WORKERS": _NONNEG_INT,
     "DATALOADER.REPEAT_THRESHOLD": _NONNEG,
+    "DATALOADER.FINAL_PHASE_ITERS": _NONNEG_INT,  # 0: no final phase
+    "DATALOADER.FINAL_PHASE_OPTS": Rule(lambda v: isinstance(v, (list, tuple)) and len(v) % 2 == 0,
+                                        "a list of KEY VALUE pairs"),
     "DATALOADER.FILTER_EMPTY_ANNOTATIONS": boolean(),
     "DATASETS.VALIDATE": boolean(),
     # --- solver ---
@@ -291,7 +313,16 @@ def _ultralytics_mask_ratio(cfg) -> List[Tuple[str, str]]:
     return []
 
 
-CROSS_CHECKS: List[CrossCheck] = [_pixel_stats_agree, _ultralytics_mask_ratio]
+def _deep_supervision(cfg) -> List[Tuple[str, str]]:
+    ds = cfg.MODEL.get("VOLUMETRIC", {}).get("DEEP_SUPERVISION")
+    w = ds.get("WEIGHTS") if ds is not None else None
+    if ds is not None and ds.get("ENABLED") and isinstance(w, (list, tuple)) and w \
+            and all(isinstance(x, (int, float)) for x in w) and sum(w) <= 0:
+        return [("MODEL.VOLUMETRIC.DEEP_SUPERVISION.WEIGHTS", f"must have a positive sum, got {tuple(w)}")]
+    return []
+
+
+CROSS_CHECKS: List[CrossCheck] = [_pixel_stats_agree, _ultralytics_mask_ratio, _deep_supervision]
 
 
 def register_config_rules(rules: Dict[str, Rule], cross_checks: Iterable[CrossCheck] = ()) -> None:

@@ -95,3 +95,27 @@ def test_every_numeric_key_the_toolkit_adds_has_a_rule():
     # and no rule names a key that does not exist (a typo would check nothing)
     absent = [k for k in RULES if _lookup(cfg, k) is _MISSING]
     assert absent == []
+
+
+@pytest.mark.parametrize("config,opts,message", [
+    ("lightmedseg_instant_test.yaml", ["MODEL.VOLUMETRIC.DEEP_SUPERVISION.WEIGHTS", "(0.0, 0.0)"],
+     "MODEL.VOLUMETRIC.DEEP_SUPERVISION.WEIGHTS must have a positive sum, got (0.0, 0.0)"),
+    ("lightmedseg_instant_test.yaml", ["INPUT.VOLUME.GAMMA_RANGE", "(1.5, 0.7)"],
+     "INPUT.VOLUME.GAMMA_RANGE must be a list of 2 values, increasing"),
+    ("lightmedseg_instant_test.yaml", ["INPUT.VOLUME.TARGET_SPACING", "(1.0, 0.0, 1.0)"],
+     "INPUT.VOLUME.TARGET_SPACING must be 3 values, each a finite number > 0, or (0, 0, 0)"),
+    ("lmsfa_instant_test.yaml", ["DATALOADER.FINAL_PHASE_ITERS", "-1"],
+     "DATALOADER.FINAL_PHASE_ITERS must be an integer >= 0, got -1"),
+    ("lmsfa_instant_test.yaml", ["DATALOADER.FINAL_PHASE_OPTS", "['INPUT.YOLO.MOSAIC_PROB']"],
+     "DATALOADER.FINAL_PHASE_OPTS must be a list of KEY VALUE pairs"),
+    ("swinunetr2d_instant_test.yaml", ["MODEL.SWIN_UNETR_2D.FEATURE_SIZE", "40"],
+     "MODEL.SWIN_UNETR_2D.FEATURE_SIZE must be a multiple of 12 >= 12, got 40"),
+    ("unetr_instant_test.yaml", ["MODEL.VOLUMETRIC_BASELINES.UNETR.NUM_HEADS", "7"],
+     "MODEL.VOLUMETRIC_BASELINES.UNETR.NUM_HEADS must divide MODEL.VOLUMETRIC_BASELINES.UNETR.HIDDEN_SIZE"),
+    ("dynunet_instant_test.yaml", ["MODEL.VOLUMETRIC_BASELINES.DYNUNET.FILTERS", "(8, 16)"],
+     "KERNEL_SIZES, STRIDES and FILTERS need one entry per level"),
+])
+def test_keys_of_the_recipes_and_baselines_merged_later_are_checked(config, opts, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(os.path.join(CONFIGS, "quick_schedules", config), opts)
+    assert message in str(e.value)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from ..atomic import atomic_write_json
+from ..atomic import atomic_write_json, is_temporary
 from ..errors import DatasetError, MedSegError
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def _prune(folder: str) -> None:
     try:
         for f in os.listdir(folder):
             p = os.path.join(folder, f)
-            if f.endswith((".json", ".tmp")) and os.path.getmtime(p) < cutoff:
+            if (f.endswith(".json") or is_temporary(f)) and os.path.getmtime(p) < cutoff:
                 os.remove(p)
     except OSError:
         pass

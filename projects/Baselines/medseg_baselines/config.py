@@ -8,6 +8,10 @@ from detectron2.config import CfgNode as CN
 
 def add_baselines_config(cfg) -> None:
     """Add the medseg_baselines keys to a Detectron2 config (in place)."""
+    from .volumetric import add_volumetric_baselines_config
+
+    # --- MONAI 3D baselines (MODEL.VOLUMETRIC_BASELINES.*, see volumetric.py) ---
+    add_volumetric_baselines_config(cfg)
     # --- timm backbone wrapper (build_timm_backbone / build_timm_fpn_backbone) ---
     cfg.MODEL.TIMM = CN()
     # timm model name, created with pretrained=False and features_only=True (no download).
@@ -75,8 +79,25 @@ def _timm_levels_agree(cfg):
     return []
 
 
+def _volumetric_baselines_agree(cfg):
+    b = cfg.MODEL.get("VOLUMETRIC_BASELINES")
+    if b is None:
+        return []
+    out = []
+    u = b.UNETR
+    if isinstance(u.HIDDEN_SIZE, int) and isinstance(u.NUM_HEADS, int) and u.NUM_HEADS > 0 and u.HIDDEN_SIZE % u.NUM_HEADS:
+        out.append(("MODEL.VOLUMETRIC_BASELINES.UNETR.NUM_HEADS",
+                    f"must divide MODEL.VOLUMETRIC_BASELINES.UNETR.HIDDEN_SIZE ({u.HIDDEN_SIZE}), got {u.NUM_HEADS}"))
+    d = b.DYNUNET
+    if not len(d.KERNEL_SIZES) == len(d.STRIDES) == len(d.FILTERS):
+        out.append(("MODEL.VOLUMETRIC_BASELINES.DYNUNET.FILTERS",
+                    f"KERNEL_SIZES, STRIDES and FILTERS need one entry per level, got {len(d.KERNEL_SIZES)}, "
+                    f"{len(d.STRIDES)} and {len(d.FILTERS)}"))
+    return out
+
+
 def _rules():
-    from medseg_core.config_rules import integer, number, one_of, register_config_rules, sequence
+    from medseg_core.config_rules import Rule, integer, multiple_of, number, one_of, register_config_rules, sequence
 
     pos_int, nonneg = integer(1), number(0)
     drop = number(0, 1, hi_open=True)
@@ -91,6 +112,23 @@ def _rules():
         q + "OVERSAMPLE_RATIO": number(1), q + "IMPORTANCE_SAMPLE_RATIO": number(0, 1), q + "DROP_PATH_RATE": drop,
         q + "TEST_TOPK_PER_IMAGE": pos_int, q + "SIZE_DIVISIBILITY": pos_int,
     }, [_timm_levels_agree])
+    v = "MODEL.VOLUMETRIC_BASELINES."
+    triple = sequence(pos_int, length=3)
+    register_config_rules({
+        v + "UNETR.IMG_SIZE": sequence(multiple_of(16, 16), length=3),  # UNETR's ViT patch is 16
+        v + "UNETR.FEATURE_SIZE": pos_int, v + "UNETR.HIDDEN_SIZE": pos_int, v + "UNETR.MLP_DIM": pos_int,
+        v + "UNETR.NUM_HEADS": pos_int,
+        # MONAI's SwinUNETR splits the embedding width into 12 parts
+        v + "SWIN_UNETR.FEATURE_SIZE": multiple_of(12, 12),
+        v + "SWIN_UNETR.DEPTHS": sequence(pos_int, length=4), v + "SWIN_UNETR.NUM_HEADS": sequence(pos_int, length=4),
+        v + "SWIN_UNETR.WINDOW_SIZE": pos_int, v + "SWIN_UNETR.DROP_PATH_RATE": drop,
+        v + "SEGRESNET.INIT_FILTERS": pos_int, v + "SEGRESNET.BLOCKS_DOWN": sequence(pos_int, min_len=1),
+        v + "DYNUNET.KERNEL_SIZES": Rule(lambda k: isinstance(k, (list, tuple)) and len(k) >= 2
+                                         and all(triple.ok(x) for x in k), "a list of >= 2 (d, h, w) kernel sizes"),
+        v + "DYNUNET.STRIDES": Rule(lambda k: isinstance(k, (list, tuple)) and len(k) >= 2
+                                    and all(triple.ok(x) for x in k), "a list of >= 2 (d, h, w) strides"),
+        v + "DYNUNET.FILTERS": sequence(pos_int, min_len=2),
+    }, [_volumetric_baselines_agree])
 
 
 _rules()

@@ -1,9 +1,11 @@
-"""Config keys of the lgms project (LGMSNet 2D/3D and its U-Net / CMUNeXt / TinyU-Net baselines).
+"""Config keys of the lgms project (LGMSNet 2D/3D and its 2D baselines).
 
 Models are chosen with Detectron2's own keys: ``MODEL.META_ARCHITECTURE
 "LGMSSemanticSegmentor"``, ``MODEL.BACKBONE.NAME`` ("LGMSNetBackbone", "UNetBackbone",
-"CMUNeXtBackbone", "TinyUNetBackbone"), ``MODEL.SEM_SEG_HEAD.NAME`` ("LGMSNetHead", "UNetHead",
-"CMUNeXtHead", "TinyUNetHead"),
+"CMUNeXtBackbone", "TinyUNetBackbone", "UNeXtBackbone", and the whole-network MONAI models
+"AttentionUNetBackbone", "UNetPlusPlusBackbone", "SwinUNETR2DBackbone"),
+``MODEL.SEM_SEG_HEAD.NAME`` ("LGMSNetHead", "UNetHead", "CMUNeXtHead", "TinyUNetHead",
+"UNeXtHead", "WholeNetworkHead" for the MONAI models),
 ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` (classes incl. background: 2 for binary) and
 ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``.
 """
@@ -72,11 +74,34 @@ def add_lgms_config(cfg) -> None:
     # TinyU-Net encoder widths (TinyU-Net paper: 64, 128, 256, 512; 0.48 M parameters).
     cfg.MODEL.TINYUNET.DIMS = [64, 128, 256, 512]
 
+    cfg.MODEL.UNEXT = CN()
+    # UNeXt widths: three conv levels, then two tokenized-MLP levels (UNeXt paper: 1.47 M).
+    cfg.MODEL.UNEXT.DIMS = [16, 32, 128, 160, 256]
+
+    cfg.MODEL.ATTENTION_UNET = CN()
+    # MONAI AttentionUnet widths per level (Oktay et al.: 64..1024; one 2x down-sampling between levels).
+    cfg.MODEL.ATTENTION_UNET.CHANNELS = [64, 128, 256, 512, 1024]
+
+    cfg.MODEL.UNETPLUSPLUS = CN()
+    # MONAI BasicUNetPlusPlus widths: five levels + the up-sampling width (32-512: the FLOPs of
+    # LGMSNet's U-Net++ row, see unetplusplus.py).
+    cfg.MODEL.UNETPLUSPLUS.FEATURES = [32, 64, 128, 256, 512, 32]
+
+    cfg.MODEL.SWIN_UNETR_2D = CN()
+    # Embedding width of the first Swin stage (48: Swin-T widths, 25.1 M parameters).
+    cfg.MODEL.SWIN_UNETR_2D.FEATURE_SIZE = 48
+    # Swin blocks per stage.
+    cfg.MODEL.SWIN_UNETR_2D.DEPTHS = [2, 2, 2, 2]
+    # Attention heads per stage.
+    cfg.MODEL.SWIN_UNETR_2D.NUM_HEADS = [3, 6, 12, 24]
+    # Attention window edge in tokens.
+    cfg.MODEL.SWIN_UNETR_2D.WINDOW_SIZE = 7
+
 
 # Valid ranges of the keys above, checked when a config is loaded (medseg_core.config_rules).
 def _rules():
     from medseg_core.config_rules import Rule, integer, matches, number, one_of, register_config_rules, sequence
-    from medseg_core.config_rules import odd_integer
+    from medseg_core.config_rules import multiple_of, odd_integer
 
     pos_int, nonneg = integer(1), number(0)
     norm = matches(r"BN|IN|GN\d+", "'BN', 'IN' or 'GN<groups>'")
@@ -96,6 +121,14 @@ def _rules():
         "MODEL.CMUNEXT.DIMS": sequence(pos_int, length=5), "MODEL.CMUNEXT.DEPTHS": sequence(pos_int, length=5),
         "MODEL.CMUNEXT.KERNELS": sequence(odd_integer(1), length=5),
         "MODEL.TINYUNET.DIMS": sequence(pos_int, length=4),
+        "MODEL.UNEXT.DIMS": sequence(pos_int, length=5),
+        "MODEL.ATTENTION_UNET.CHANNELS": sequence(pos_int, min_len=2),
+        "MODEL.UNETPLUSPLUS.FEATURES": sequence(pos_int, length=6),  # 5 levels + the up-sampling width
+        # MONAI's SwinUNETR splits the embedding width into 12 parts
+        "MODEL.SWIN_UNETR_2D.FEATURE_SIZE": multiple_of(12, 12),
+        "MODEL.SWIN_UNETR_2D.DEPTHS": sequence(pos_int, length=4),
+        "MODEL.SWIN_UNETR_2D.NUM_HEADS": sequence(pos_int, length=4),
+        "MODEL.SWIN_UNETR_2D.WINDOW_SIZE": pos_int,
     })
 
 
