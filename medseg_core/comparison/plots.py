@@ -85,7 +85,8 @@ def plot_curves(curves: List[CurveSummary], task: str, path: str, info: Dict[str
         drawn = True
     ax.set_xlabel(f"training minutes ({info.get('clock', 'wall')} clock, evaluations excluded)")
     ax.set_ylabel(ycol.header)
-    ax.set_title(f"{ycol.header} on {info.get('test_set', '')} during training ({info.get('protocol', '')})", fontsize=9)
+    ax.set_title(f"{ycol.header} on {info.get('test_set', '')} during training ({info.get('protocol_short', '')})",
+                 fontsize=10)
     ax.grid(True, alpha=0.3)
     if drawn:
         ax.legend(fontsize=7)

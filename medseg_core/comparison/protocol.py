@@ -75,6 +75,14 @@ class Protocol:
             s += f"; {self.curve_points}-point learning curves (their evaluations excluded from training time)"
         return s
 
+    def short(self) -> str:
+        """A few words for a plot title."""
+        if self.kind == "minutes":
+            return f"{self.budget_minutes:g} min of {self.clock} clock per model"
+        if self.kind == "epochs":
+            return f"{self.epochs:g} epochs per model"
+        return "fixed iterations"
+
     def common_opts(self) -> List[str]:
         """Overrides for every config of the comparison (training and evaluation)."""
         if not self.repeat_threshold:

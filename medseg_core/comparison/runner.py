@@ -353,6 +353,7 @@ class Comparison:
         clock = self.protocol.clock
         return {
             "protocol": self.protocol.describe(),
+            "protocol_short": self.protocol.short(),
             "training": (
                 f"train time = minutes of the {clock} clock"
                 + (" (this process's CPU time)" if clock == "cpu" else "")

@@ -155,6 +155,7 @@ class TrainingBudgetHook(HookBase):
         self._next_checkpoint = self.checkpoint_s
         self._session_iters = 0
         self._session_t0 = 0.0
+        self._logged: Optional[int] = None
 
     # ------------------------------------------------------------------ hook
     def before_train(self) -> None:
@@ -222,7 +223,7 @@ class TrainingBudgetHook(HookBase):
                     if isinstance(h, MomentumWarmupHook):  # the momentum warm-up follows the LR's
                         h.warmup_iters = max(warmup, 1)
         first = self.plan is None or provisional
-        self.plan = int(plan)
+        previous, self.plan = self.plan, int(plan)
         t.max_iter = self.plan
         sched = t.scheduler
         if not hasattr(sched, "_multiplier"):
@@ -243,7 +244,12 @@ class TrainingBudgetHook(HookBase):
         for group, lr in zip(t.optimizer.param_groups, sched.get_lr()):
             group["lr"] = lr
         if not first:
-            logger.info("Time budget: re-planned to %d iterations", self.plan)
+            # log the first real plan and changes of 5 % or more; smaller ones at debug level
+            big = self._logged is None or abs(self.plan - self._logged) >= 0.05 * self._logged
+            logger.log(logging.INFO if big else logging.DEBUG, "Time budget: re-planned to %d iterations (was %s)",
+                       self.plan, previous)
+            if big:
+                self._logged = self.plan
 
     def state_dict(self) -> Dict[str, object]:
         return {"plan": -1 if self.plan is None else int(self.plan),
