@@ -21,8 +21,9 @@ __all__ = ["ReplannableTrainLoop"]
 
 class ReplannableTrainLoop(TrainerBase):
     def train(self, start_iter: int, max_iter: int) -> None:
-        logger = logging.getLogger(__name__)
-        logger.info("Starting training from iteration %d", start_iter)
+        # Detectron2's logger name, so that the messages appear (and read) as Detectron2's own
+        logger = logging.getLogger("detectron2.engine.train_loop")
+        logger.info("Starting training from iteration {}".format(start_iter))
         self.iter = self.start_iter = start_iter
         self.max_iter = max_iter
         with EventStorage(start_iter) as self.storage:
