@@ -47,6 +47,11 @@ def test_reference_from_the_config_not_the_name(tmp_path):
     assert c.reference == "b"  # lmsfa_instant_test.yaml sets TEST.COMPARISON_REFERENCE
     assert Comparison([ModelSpec("lmsfa_like_name", YOLO11)], str(tmp_path)).reference is None
     assert Comparison([ModelSpec("a", YOLO11), ModelSpec("b", LMSFA)], str(tmp_path), reference="a").reference == "a"
+    # --repeat-factor reaches every model's training config; --epochs its schedule
+    c = Comparison([ModelSpec("a", YOLO11)], str(tmp_path), protocol=Protocol(epochs=2, repeat_threshold=0.3))
+    tcfg = c._cfg(c.models[0], 0, train=True)
+    assert tcfg.DATALOADER.SAMPLER_TRAIN == "RepeatFactorTrainingSampler" and tcfg.DATALOADER.REPEAT_THRESHOLD == 0.3
+    assert tcfg.SOLVER.MAX_ITER == 12 and tcfg.SOLVER.WARMUP_ITERS == 4 and tcfg.TEST.EVAL_PERIOD == 0  # 3 * 12 / 8
     with pytest.raises(ValueError, match="repeat-factor"):
         Comparison([ModelSpec("a", YOLO11)], str(tmp_path), test_set="smoke_peld_sem_val",
                    protocol=Protocol(repeat_threshold=0.5))
