@@ -168,3 +168,19 @@ def test_rescaled_schedule_in_proportion():
     assert "(1000, 1200)" in schedule_opts(v)
     with pytest.raises(ValueError):
         rescaled_schedule(cfg, 0)
+
+
+def test_rescaled_schedule_follows_the_key_table():
+    # a key of the table that a config has is scaled; one it lacks is skipped
+    cfg = load_test_cfg(RCNN_CFG)
+    cfg.defrost()
+    cfg.DATALOADER.FINAL_PHASE_ITERS = 30   # the close-mosaic phase of later configs (a "span")
+    cfg.TEST.EVAL_PERIOD = 0                 # "never" stays never
+    v = rescaled_schedule(cfg, 1290)
+    assert v["DATALOADER.FINAL_PHASE_ITERS"] == round(30 * 1290 / cfg.SOLVER.MAX_ITER)
+    assert v["TEST.EVAL_PERIOD"] == 0
+    cfg.DATALOADER.FINAL_PHASE_ITERS = 2 * cfg.SOLVER.MAX_ITER   # longer than the run: clipped
+    assert rescaled_schedule(cfg, 5)["DATALOADER.FINAL_PHASE_ITERS"] == 5
+    assert rescaled_schedule(cfg, 1290, warmup_iters=7)["SOLVER.WARMUP_ITERS"] == 7
+    del cfg.DATALOADER["FINAL_PHASE_ITERS"]
+    assert "DATALOADER.FINAL_PHASE_ITERS" not in rescaled_schedule(cfg, 1290)
