@@ -94,14 +94,14 @@ def main(argv=None) -> int:
     from detectron2.utils.logger import setup_logger
 
     from medseg_core.comparison import Comparison, ModelSpec, Protocol
-    from medseg_core.projects import load_projects
 
     if args.threads:
         torch.set_num_threads(args.threads)
     setup_logger(name="detectron2")
     setup_logger(name="medseg_core")
     logging.getLogger("fvcore").setLevel(logging.WARNING)
-    load_projects()
+    # no load_projects(): each model's config goes through load_config, which imports only the
+    # projects that config names (lazy loading)
     opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
     try:
         shape = [int(v) for v in args.complexity_shape.replace("x", ",").split(",")] if args.complexity_shape else None
