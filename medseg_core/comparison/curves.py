@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence
 
 from .metrics import NAN, TASKS, is_number
-from .reports import atomic_write, csv_text, num_text
+from ..atomic import atomic_write_text
+from .reports import csv_text, num_text
 
 __all__ = ["CurveSummary", "curve_rows", "summarize_curves", "write_curve_csv"]
 
@@ -89,4 +90,4 @@ def write_curve_csv(rows: Sequence[Dict[str, Any]], task: str, path: str) -> Non
         c.key for c in TASKS[task].metric_columns]
     table = [keys] + [[r[k] if k in ("model", "seed", "point") else num_text(r[k]) if is_number(r[k]) else ""
                        for k in keys] for r in rows]
-    atomic_write(path, csv_text(table))
+    atomic_write_text(path, csv_text(table))

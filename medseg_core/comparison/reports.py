@@ -5,13 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 from typing import Any, Dict, List, Optional
 
+from ..atomic import atomic_write_text
 from .metrics import NAN, TASKS, Column, extract_metrics, is_number, table_columns
 from .stats import ModelSummary, rank_marks
 
-__all__ = ["render_markdown", "write_csv", "write_per_class_csv", "write_runs_csv", "atomic_write", "csv_text",
+__all__ = ["render_markdown", "write_csv", "write_per_class_csv", "write_runs_csv", "csv_text",
            "num_text"]
 
 # header lines of the Markdown document, in this order, when the info dict has them
@@ -94,7 +94,7 @@ def write_csv(summaries: List[ModelSummary], task: str, path: str, info: Dict[st
     for c in cols:
         header += [c.key, c.key + "_std"]
     header += ["p_value_vs_reference", "test_set", "device", "threads", "protocol"]
-    atomic_write(path, csv_text([header] + [
+    atomic_write_text(path, csv_text([header] + [
         [s.name, s.config, s.n]
         + [x for c in cols for x in (num_text(s.mean.get(c.key, NAN)), num_text(s.std.get(c.key, NAN)))]
         + [num_text(s.p_value), info.get("test_set", ""), info.get("device", ""), info.get("threads", ""),
@@ -105,7 +105,7 @@ def write_csv(summaries: List[ModelSummary], task: str, path: str, info: Dict[st
 
 def write_per_class_csv(summaries: List[ModelSummary], path: str) -> None:
     classes = list(dict.fromkeys(c for s in summaries for c in s.per_class))
-    atomic_write(path, csv_text([["model"] + classes] + [
+    atomic_write_text(path, csv_text([["model"] + classes] + [
         [s.name] + [num_text(s.per_class.get(c, NAN)) for c in classes] for s in summaries
     ]))
 
@@ -116,7 +116,7 @@ def write_runs_csv(runs: List[Dict[str, Any]], task: str, path: str) -> None:
     for r in sorted(runs, key=lambda r: (r["name"], r["seed"])):
         m = extract_metrics(r, task)
         rows.append([r["name"], r["seed"]] + [num_text(m[c.key]) for c in cols])
-    atomic_write(path, csv_text(rows))
+    atomic_write_text(path, csv_text(rows))
 
 
 def num_text(v: float) -> str:
@@ -129,9 +129,3 @@ def csv_text(rows: List[List[Any]]) -> str:
     return buf.getvalue()
 
 
-def atomic_write(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

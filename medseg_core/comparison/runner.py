@@ -26,13 +26,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 from .. import compat  # noqa: F401
+from ..atomic import atomic_write_text
 
 from ..engine.curves import plain_results
 from .curves import curve_rows, summarize_curves, write_curve_csv
 from .metrics import TASKS, task_of_dataset
 from .plots import plot_curves, plot_tradeoff
 from .protocol import Protocol, train_set_size
-from .reports import atomic_write, render_markdown, write_csv, write_per_class_csv, write_runs_csv
+from .reports import render_markdown, write_csv, write_per_class_csv, write_runs_csv
 from .stats import summarize, unify_flops_convention
 
 logger = logging.getLogger("medseg_core.comparison")
@@ -209,7 +210,7 @@ class Comparison:
                 failed.append((m.name, s, f"{type(e).__name__}: {e}"))
                 continue
             rec["key"] = key
-            atomic_write(path, json.dumps(rec, indent=2, default=_json_default))
+            atomic_write_text(path, json.dumps(rec, indent=2, default=_json_default))
             self.progress(f"{tag}: done in {time.perf_counter() - t0:.0f} s -> {path}")
             runs.append(rec)
         self.failed = failed
@@ -285,7 +286,7 @@ class Comparison:
         if not os.path.isfile(final):
             # a schedule whose last iteration is not saved by the periodic checkpointer
             trainer.checkpointer.save("model_final")
-        atomic_write(done, json.dumps(info, default=_json_default))
+        atomic_write_text(done, json.dumps(info, default=_json_default))
         return final, info
 
     def _claim_train_dir(self, out: str, key: str, cfg) -> None:
@@ -308,8 +309,8 @@ class Comparison:
             self.progress(f"{out}: earlier training kept as {kept}")
         if not os.path.isfile(settings) or stale:
             os.makedirs(out, exist_ok=True)
-            atomic_write(settings, json.dumps({"key": key, "config_diff": config_diff(cfg)}, indent=2,
-                                              default=_json_default))
+            atomic_write_text(settings, json.dumps({"key": key, "config_diff": config_diff(cfg)}, indent=2,
+                                                   default=_json_default))
 
     def _complexity(self, model: ModelSpec, cfg) -> Dict[str, Any]:
         """Params/GFLOPs once per model (they do not depend on the seed), cached on disk."""
@@ -328,7 +329,7 @@ class Comparison:
         except Exception as e:  # noqa: BLE001 - a model the counters cannot trace still gets a row
             c = {"error": f"{type(e).__name__}: {e}"}
         c["key"] = key
-        atomic_write(path, json.dumps(c, indent=2, default=_json_default))
+        atomic_write_text(path, json.dumps(c, indent=2, default=_json_default))
         return c
 
     def _latency(self, cfg, net) -> Tuple[Dict[str, Any], Optional[Dict[str, Any]]]:
@@ -394,7 +395,7 @@ class Comparison:
         if getattr(self, "failed", None):
             md += "\nFailed runs (rerun the same command to retry):\n" + "".join(
                 f"- `{n}` seed {s}: {e}\n" for n, s, e in self.failed)
-        atomic_write(paths["markdown"], md)
+        atomic_write_text(paths["markdown"], md)
         write_csv(summaries, self.task, paths["csv"], info)
         write_per_class_csv(summaries, paths["per_class"])
         write_runs_csv(runs, self.task, paths["runs"])

@@ -14,7 +14,6 @@ hook's checkpointed state, so a resumed run continues its curve.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -25,11 +24,12 @@ from .. import compat  # noqa: F401
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from ..atomic import atomic_write_json
 from .budget import TrainingClock, rank0_value
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["LearningCurveHook", "plain_results", "write_json_atomic"]
+__all__ = ["LearningCurveHook", "plain_results"]
 
 
 def plain_results(obj: Any) -> Any:
@@ -46,12 +46,6 @@ def plain_results(obj: Any) -> Any:
     return obj
 
 
-def write_json_atomic(path: str, obj: Any) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
 
 
 class LearningCurveHook(HookBase):
@@ -113,7 +107,7 @@ class LearningCurveHook(HookBase):
             "results": plain_results(results),
         })
         if comm.is_main_process():
-            write_json_atomic(self.path, self.records)
+            atomic_write_json(self.path, self.records, indent=2)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"records": self.records} if self.records else {}
