@@ -163,7 +163,8 @@ def test_rescaled_schedule_in_proportion():
     cfg = load_test_cfg(RCNN_CFG)
     v = rescaled_schedule(cfg, 1290)
     assert v == {"SOLVER.MAX_ITER": 1290, "SOLVER.WARMUP_ITERS": 100, "SOLVER.STEPS": (1000, 1200),
-                 "SOLVER.CHECKPOINT_PERIOD": 129, "TEST.EVAL_PERIOD": 129}
+                 "SOLVER.CHECKPOINT_PERIOD": 129, "TEST.EVAL_PERIOD": 129,
+                 "DATALOADER.FINAL_PHASE_ITERS": 0}  # no final data phase: 0 stays 0
     assert schedule_opts(v)[:4] == ["SOLVER.MAX_ITER", "1290", "SOLVER.WARMUP_ITERS", "100"]
     assert "(1000, 1200)" in schedule_opts(v)
     with pytest.raises(ValueError):
