@@ -40,6 +40,7 @@ from .modules.conv import ConvBNAct, yolo_bn_defaults
 from .modules.factory import build_csp_block
 from .modules.ssff import Add, ScaleSequenceFusion
 from .modules.tfe import ZoomCat
+from medseg_core.errors import ConfigError, here
 from .neck_yolo11 import YOLO11PAN
 
 __all__ = ["YOLOv8PAN", "ASFNeck", "LMSFABackbone", "build_lmsfa_backbone", "NECK_NAMES", "ARCH_NAMES"]
@@ -102,8 +103,8 @@ class ASFNeck(_NeckBase):
         c32, csppf = in_channels["s32"], in_channels["sppf"]
         c_ssff = ch(ssff_channels)
         if c16 != ch(512) or c8 != ch(256) or c_ssff != ch(256):
-            raise ValueError(
-                "lmsfa/neck.py: the TFE/SSFF neck needs s16 = ch(512), s8 = ch(256) and SSFF = ch(256) "
+            raise ConfigError(
+                here() + "the TFE/SSFF neck needs s16 = ch(512), s8 = ch(256) and SSFF = ch(256) "
                 f"channels to concatenate/add; got s16={c16}, s8={c8}, SSFF={c_ssff} "
                 f"(MODEL.LMSFA.SSFF_CHANNELS / backbone widths)"
             )
@@ -152,7 +153,7 @@ class LMSFABackbone(Backbone):
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
         if x.dim() != 4 or x.shape[-2] % 32 or x.shape[-1] % 32:
             raise ValueError(
-                f"lmsfa/neck.py: LMSF-A needs a (B, C, H, W) input with H and W divisible by 32, "
+                here() + f"LMSF-A needs a (B, C, H, W) input with H and W divisible by 32, "
                 f"got {tuple(x.shape)} (pad with ImageList size_divisibility=32)"
             )
         p3, p4, p5 = self.neck(self.bottom_up(x))
@@ -180,7 +181,7 @@ def build_lmsfa_backbone(cfg, input_shape: ShapeSpec) -> LMSFABackbone:
     if a.ARCH == "YOLO11":
         return _build_yolo11(a, input_shape)
     if a.ARCH != "YOLOv8":
-        raise ValueError(f"lmsfa/neck.py: unknown MODEL.LMSFA.ARCH '{a.ARCH}'; choose one of {list(ARCH_NAMES)}")
+        raise ConfigError(here() + f"unknown MODEL.LMSFA.ARCH '{a.ARCH}'; choose one of {list(ARCH_NAMES)}")
     stages = list(a.ATTENTION_STAGES)
     common = dict(width=a.WIDTH_MULTIPLE, depth=a.DEPTH_MULTIPLE, max_channels=a.MAX_CHANNELS,
                   attention=a.ATTENTION, attention_stages=stages, ema_factor=a.EMA_FACTOR)
@@ -192,7 +193,7 @@ def build_lmsfa_backbone(cfg, input_shape: ShapeSpec) -> LMSFABackbone:
     elif a.NECK == "PAN":
         neck = YOLOv8PAN(chans, block=neck_block, **common)
     else:
-        raise ValueError(f"lmsfa/neck.py: unknown MODEL.LMSFA.NECK '{a.NECK}'; choose one of {list(NECK_NAMES)}")
+        raise ConfigError(here() + f"unknown MODEL.LMSFA.NECK '{a.NECK}'; choose one of {list(NECK_NAMES)}")
     yolo_bn_defaults(neck)
     return LMSFABackbone(bottom_up, neck)
 
@@ -203,7 +204,7 @@ def _build_yolo11(a, input_shape: ShapeSpec) -> LMSFABackbone:
              (("BACKBONE_BLOCK", "C3k2"), ("NECK_BLOCK", ""), ("ATTENTION", "none"), ("NECK", "PAN"))
              if getattr(a, k) != v]
     if wrong:
-        raise ValueError("lmsfa/neck.py: MODEL.LMSFA.ARCH 'YOLO11' has its own blocks; set " + ", ".join(wrong))
+        raise ConfigError(here() + "MODEL.LMSFA.ARCH 'YOLO11' has its own blocks; set " + ", ".join(wrong))
     bottom_up = YOLO11Darknet(input_shape.channels, a.WIDTH_MULTIPLE, a.DEPTH_MULTIPLE, a.MAX_CHANNELS)
     chans = {k: v.channels for k, v in bottom_up.output_shape().items()}
     neck = yolo_bn_defaults(YOLO11PAN(chans, a.WIDTH_MULTIPLE, a.DEPTH_MULTIPLE, a.MAX_CHANNELS))

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from medseg_core.errors import here
+
 from .conv import ConvBNAct
 
 __all__ = ["PSAAttention", "PSABlock", "C2PSA"]
@@ -30,7 +32,7 @@ class PSAAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int = 8, attn_ratio: float = 0.5) -> None:
         super().__init__()
         if num_heads < 1 or dim % num_heads:
-            raise ValueError(f"lmsfa/modules/c2psa.py: {dim} channels cannot be split into {num_heads} heads")
+            raise ValueError(here() + f"{dim} channels cannot be split into {num_heads} heads")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.key_dim = int(self.head_dim * attn_ratio)
@@ -71,7 +73,7 @@ class C2PSA(nn.Module):
     def __init__(self, c1: int, c2: int, n: int = 1, e: float = 0.5) -> None:
         super().__init__()
         if c1 != c2:
-            raise ValueError(f"lmsfa/modules/c2psa.py: C2PSA keeps its width, got {c1} -> {c2} channels")
+            raise ValueError(here() + f"C2PSA keeps its width, got {c1} -> {c2} channels")
         self.c = int(c1 * e)
         self.cv1 = ConvBNAct(c1, 2 * self.c, 1, 1)
         self.cv2 = ConvBNAct(2 * self.c, c1, 1)
