@@ -13,7 +13,10 @@
 * DDP on GPUs (NCCL) or CPUs (gloo): ``SOLVER.IMS_PER_BATCH`` is the global batch, split over
   the ranks; optional synchronised BatchNorm (``MODEL.SYNC_BATCHNORM``); no gradient all-reduce
   on accumulation steps that do not step; evaluation on every rank, each image exactly once
-  (checked), with rank 0's buffers; only rank 0 writes checkpoints, metrics and results.
+  (checked), with rank 0's buffers; only rank 0 writes checkpoints, metrics and results;
+* the protocol hooks (:mod:`.protocol`): a training clock, a time budget that re-plans the
+  schedule (``SOLVER.BUDGET``, run by the re-plannable loop of :mod:`.loop`) and learning-curve
+  evaluations (``TEST.CURVE``).
 """
 from __future__ import annotations
 
@@ -46,6 +49,8 @@ from ..evaluation import build_evaluators
 from ..evaluation.counting import ImageCountEvaluator
 from ..modeling.distributed import convert_sync_batchnorm
 from .hooks import FinalDataPhaseHook, ModelEMA, ModelEMAHook, MomentumWarmupHook, unwrap_model
+from .loop import ReplannableTrainLoop
+from .protocol import build_protocol_hooks
 from .solver import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -107,7 +112,7 @@ class StepTrainer(SimpleTrainer):
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
 
 
-class MedSegTrainer(DefaultTrainer):
+class MedSegTrainer(DefaultTrainer, ReplannableTrainLoop):
     """Detectron2 ``DefaultTrainer`` wired through this toolkit's registries (module doc)."""
 
     def __init__(self, cfg):
@@ -225,6 +230,7 @@ class MedSegTrainer(DefaultTrainer):
             return self._last_eval_results
 
         ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
+        ret += build_protocol_hooks(cfg)  # training clock; time budget, learning curve when configured
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.get("LOG_PERIOD", 20)))
         return ret
