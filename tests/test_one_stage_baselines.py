@@ -256,3 +256,35 @@ def test_complexity_counts_the_network(config):
     card = model_complexity(cfg, with_fvcore=False)
     assert card["params"] == sum(p.numel() for p in build_model(cfg).parameters())
     assert card["gflops_thop2x"] > 0
+
+
+@pytest.mark.parametrize("config", [YOLACT_QS, SOLOV2_QS], ids=["yolact", "solov2"])
+def test_frames_without_instances_give_finite_losses(config):
+    from detectron2.structures import Boxes
+
+    model = build_model(load_test_cfg(config)).train()
+    empty = Instances((96, 128))  # as Detectron2's mapper gives: boxes and classes, no gt_masks
+    empty.gt_boxes = Boxes(torch.zeros((0, 4)))
+    empty.gt_classes = torch.zeros((0,), dtype=torch.int64)
+    batch = [{"image": torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8), "instances": empty}] * 2
+    losses = model(batch)
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    sum(losses.values()).backward()  # every head stays in the graph
+    mask_key = "loss_mask"
+    assert losses[mask_key].item() == 0.0
+
+
+@pytest.mark.parametrize("config", [YOLACT_QS, SOLOV2_QS, CONVNEXT_QS], ids=["yolact", "solov2", "convnextv2"])
+def test_local_weights_path_loads(config, tmp_path):
+    from medseg_core.checkpoint import SafeCheckpointer
+    from medseg_core.engine.trainer import load_weights_for_eval
+
+    cfg = load_test_cfg(config, output_dir=str(tmp_path))
+    torch.manual_seed(0)
+    trained = build_model(cfg)
+    SafeCheckpointer(trained, save_dir=str(tmp_path)).save("weights")
+    torch.manual_seed(1)
+    fresh = build_model(cfg)
+    load_weights_for_eval(cfg, fresh, str(tmp_path / "weights.pth"))
+    for (name, a), b in zip(trained.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
