@@ -226,7 +226,7 @@ def test_inference_returns_instances_at_the_original_size(config, extra):
     # PELD's 4 classes; paper Table IV: YOLACT 34.7 M, SOLOv2 46.2 M, ConvNeXt 48.7 M
     (os.path.join(PELD, "yolact_R50_FPN_640.yaml"), [], 30_619_871),
     # P6/P7 from C5 (mmdetection's YOLACT) gives the paper's 34.7 M
-    (os.path.join(PELD, "yolact_R50_FPN_640.yaml"), ["MODEL.FPN.P6P7_IN_FEATURE", "res5"], 34_748_639),
+    (os.path.join(PELD, "yolact_R50_FPN_640.yaml"), ["MODEL.FPN_P6P7.IN_FEATURE", "res5"], 34_748_639),
     (os.path.join(PELD, "solov2_R50_FPN_640.yaml"), [], 46_242_628),
     (CONVNEXT_QS, [], 47_729_832),
 ], ids=["yolact", "yolact_p6_from_c5", "solov2", "convnextv2_mask_rcnn"])

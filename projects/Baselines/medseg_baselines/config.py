@@ -9,6 +9,10 @@ from detectron2.config import CfgNode as CN
 
 def add_baselines_config(cfg) -> None:
     """Add the medseg_baselines keys to a Detectron2 config (in place)."""
+    from .volumetric import add_volumetric_baselines_config
+
+    # --- MONAI 3D baselines (MODEL.VOLUMETRIC_BASELINES.*, see volumetric.py) ---
+    add_volumetric_baselines_config(cfg)
     # --- timm backbone wrapper (build_timm_backbone / build_timm_fpn_backbone) ---
     cfg.MODEL.TIMM = CN()
     # timm model name, created with pretrained=False and features_only=True (no download).
@@ -70,7 +74,10 @@ def add_baselines_config(cfg) -> None:
     # Input of the two extra stride-2 3x3 convs giving P6 and P7: "p5" (the YOLACT paper: P6 from
     # P5, 256 channels in) or "res5" (C5, 2048 channels in: RetinaNet and mmdetection's YOLACT,
     # +4.1 M parameters).
-    cfg.MODEL.FPN.P6P7_IN_FEATURE = "p5"
+    # (Its own node, not a key under Detectron2's MODEL.FPN, so that a config naming it is seen
+    # to need this project.)
+    cfg.MODEL.FPN_P6P7 = CN()
+    cfg.MODEL.FPN_P6P7.IN_FEATURE = "p5"
 
     # --- YOLACT (Bolya et al., ICCV 2019; META_ARCHITECTURE "YOLACT") ---
     # Anchors come from MODEL.ANCHOR_GENERATOR (SIZES per level, ASPECT_RATIOS, OFFSET 0.5).

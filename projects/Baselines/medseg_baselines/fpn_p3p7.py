@@ -3,7 +3,7 @@
 YOLACT follows RetinaNet's pyramid: no P2, and P6, P7 made by two successive 3x3 stride-2 convs
 "starting from P5 (not C5)". Detectron2 has the pieces (``build_resnet_backbone``, ``FPN``,
 ``LastLevelP6P7``) but only builds P6/P7 from C5 (``build_retinanet_resnet_fpn_backbone``); here
-the input of the extra convs is ``MODEL.FPN.P6P7_IN_FEATURE``: "p5" (the paper, 256 input
+the input of the extra convs is ``MODEL.FPN_P6P7.IN_FEATURE``: "p5" (the paper, 256 input
 channels) or "res5" (RetinaNet / mmdetection's YOLACT, 2048 input channels, +4.1 M params).
 Detectron2's ``LastLevelP6P7`` applies a ReLU between P6 and P7 (RetinaNet); the YOLACT
 paper does not mention one either way.
@@ -24,10 +24,10 @@ __all__ = ["build_resnet_fpn_p3p7_backbone"]
 
 @BACKBONE_REGISTRY.register()
 def build_resnet_fpn_p3p7_backbone(cfg, input_shape: ShapeSpec) -> FPN:
-    """ResNet (``MODEL.RESNETS``) under FPN on res3-res5, plus P6/P7 from ``P6P7_IN_FEATURE``."""
+    """ResNet (``MODEL.RESNETS``) under FPN on res3-res5, plus P6/P7 from ``MODEL.FPN_P6P7.IN_FEATURE``."""
     bottom_up = build_resnet_backbone(cfg, input_shape)
     in_features = list(cfg.MODEL.FPN.IN_FEATURES)
-    source = str(cfg.MODEL.FPN.P6P7_IN_FEATURE)
+    source = str(cfg.MODEL.FPN_P6P7.IN_FEATURE)
     out_channels = int(cfg.MODEL.FPN.OUT_CHANNELS)
     if source == "p5":
         in_channels = out_channels
@@ -35,7 +35,7 @@ def build_resnet_fpn_p3p7_backbone(cfg, input_shape: ShapeSpec) -> FPN:
         in_channels = bottom_up.output_shape()[source].channels
     else:
         raise ConfigError(
-            f"MODEL.FPN.P6P7_IN_FEATURE = {source!r}: choose 'p5' or the deepest FPN input "
+            f"MODEL.FPN_P6P7.IN_FEATURE = {source!r}: choose 'p5' or the deepest FPN input "
             f"{in_features[-1]!r} (MODEL.FPN.IN_FEATURES = {in_features})"
         )
     return FPN(
