@@ -94,6 +94,20 @@ def add_medseg_config(cfg: _D2CfgNode) -> None:
     cfg.SOLVER.WARMUP_MOMENTUM = -1.0
     # Gradient accumulation: an optimizer step every this many iterations (1 = every iteration).
     cfg.SOLVER.ACCUMULATE_STEPS = 1
+    # Time budget (medseg_core.engine.budget; tools/compare.py --budget-minutes): train for this
+    # many minutes of BUDGET.CLOCK time instead of SOLVER.MAX_ITER iterations, the LR schedule
+    # re-planned to end with the budget (STEPS scaled, warm-up frozen at the first plan as the
+    # config's WARMUP_ITERS / MAX_ITER fraction). 0 = off.
+    cfg.SOLVER.BUDGET = CN()
+    # Budget in minutes (0 disables it).
+    cfg.SOLVER.BUDGET.MINUTES = 0.0
+    # Clock of the budget and of the reported training time: "wall" (elapsed) or "cpu" (this
+    # process's CPU time, all its threads; fair on a shared machine, data-loader workers excluded).
+    cfg.SOLVER.BUDGET.CLOCK = "wall"
+    # Re-plan every iteration of the first REPLAN_PERIOD, then every REPLAN_PERIOD iterations.
+    cfg.SOLVER.BUDGET.REPLAN_PERIOD = 10
+    # Save a resumable "model_last" checkpoint every this many budget minutes (0 = never).
+    cfg.SOLVER.BUDGET.CHECKPOINT_MINUTES = 5.0
     # Weight averaging of the whole model (Polyak/EMA of weights, as YOLO trainers do), used
     # for evaluation and saved in checkpoints. Not to be confused with EMA attention.
     cfg.MODEL_EMA = CN()
@@ -108,6 +122,18 @@ def add_medseg_config(cfg: _D2CfgNode) -> None:
     # Evaluators to run, by name in medseg_core.evaluation.EVALUATOR_REGISTRY; empty picks
     # them from each test set's evaluator_type.
     cfg.TEST.EVALUATORS = []
+    # Learning curve (medseg_core.engine.curves): evaluate on CURVE.DATASET at POINTS evenly spaced
+    # points of training (of the time budget when SOLVER.BUDGET.MINUTES > 0, else of
+    # SOLVER.MAX_ITER); POINTS - 1 run during training, the last is the final evaluation.
+    # Curve evaluations do not count as training time.
+    cfg.TEST.CURVE = CN()
+    # Number of points (0 = no curve; else >= 2).
+    cfg.TEST.CURVE.POINTS = 0
+    # Registered data set to evaluate on; "" = the first of DATASETS.TEST.
+    cfg.TEST.CURVE.DATASET = ""
+    # tools/compare.py tests the other models against the first model whose config sets this
+    # (one-sided Welch test of the primary metric), unless --reference names another.
+    cfg.TEST.COMPARISON_REFERENCE = False
     # How instance models return pred_masks: "full" ((N, H, W) at the image size; evaluators need
     # it) or "boxes" (medseg_core.cropped_masks.CroppedMasks: each mask only inside its box, memory
     # proportional to the box areas; the demo sets it). Models without support return "full".

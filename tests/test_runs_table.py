@@ -33,7 +33,8 @@ def test_last_evaluation_mean_std_and_welch(tmp_path):
     table = runs_table.build_table([("A", [a0, a1]), ("B", [b0, b1])], "segm/AP", None, True,
                                    ["bbox/AP"], None).splitlines()
     assert table[2].startswith(f"| A | 2 | 200 | 11.00 ± {statistics.stdev([10.0, 12.0]):.2f} | 12.00 ± 1.41 | - |")
-    p = welch_one_sided_p([10.0, 12.0], [15.0, 16.0])
+    p = welch_one_sided_p([15.0, 16.0], [10.0, 12.0])  # H1: B > A
+    assert p < 0.05
     assert table[3] == f"| B | 2 | 200 | 15.50 ± 0.71 | 16.50 ± 0.71 | {p:.3f} | 1.55 ± 0.07 |"
     early = runs_table.build_table([("A", [a0, a1])], "segm/AP", 150, False, [], None).splitlines()
     assert early[2] == "| A | 2 | 100 | 5.00 ± 1.41 | - |"

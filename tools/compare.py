@@ -2,7 +2,9 @@
 """Compare models side by side on one test set: one table (Markdown + CSV), a trade-off plot.
 
     python tools/compare.py --configs A.yaml B.yaml ... [--weights W_A - ...] [--seeds N]
-        [--test-set NAME] [--output-dir DIR] [--reference NAME] [--] [KEY VALUE ...]
+        [--test-set NAME] [--output-dir DIR] [--reference NAME]
+        [--epochs E | --budget-minutes M [--budget-clock {wall,cpu}]] [--curve-points P]
+        [--repeat-factor T] [--] [KEY VALUE ...]
 
 For every config (and seed) it trains with the shared trainer (``tools/train_net.py``'s
 machinery) unless a checkpoint is given ("-" = train), evaluates on the common test set
@@ -12,13 +14,29 @@ fvcore) and times batch-1 inference on the current device. Outputs in ``--output
 ``per_class.csv``, ``runs.csv`` (one line per seed) and ``comparison.png`` (primary metric vs.
 GFLOPs, point area by params: the LMSF-A paper's Fig. 6).
 
+Training protocol (the same for every model; the table states it):
+
+* default: each config's ``SOLVER.MAX_ITER`` (or the one given as an override);
+* ``--epochs E``: every model sees its training set E times, ``MAX_ITER = ceil(E * N_train /
+  IMS_PER_BATCH)``; WARMUP_ITERS, STEPS, CHECKPOINT_PERIOD and EVAL_PERIOD move in proportion;
+* ``--budget-minutes M``: every model trains for M minutes of ``--budget-clock`` time ("wall",
+  default; "cpu" = this process's CPU time, fair on a shared machine, with
+  ``DATALOADER.NUM_WORKERS 0`` so that loading counts too); its LR schedule is planned to end
+  with the budget and re-estimated as training goes (warm-up frozen at the first plan);
+* ``--curve-points P``: P evaluations on the test set at even fractions of the budget (or of the
+  iterations), the last being the final one; their time does not count as training time.
+  Writes ``curves.csv`` and ``curves.png`` (primary metric vs training minutes, mean and
+  spread over seeds);
+* ``--repeat-factor T``: Detectron2's repeat-factor sampler (threshold T) for every model.
+
 Each finished (model, seed) is saved in ``<output-dir>/runs/`` at once; rerunning the same
-command skips finished runs and resumes an interrupted training from its last checkpoint.
-``--fresh`` recomputes everything. Trailing ``KEY VALUE`` pairs override every config (e.g.
+command skips finished runs and resumes an interrupted training from its last checkpoint, and
+rerunning it with more ``--configs`` adds rows to the same table. ``--fresh`` recomputes
+everything (earlier trainings are kept under a new name). Trailing ``KEY VALUE`` pairs override every config (e.g.
 ``SOLVER.MAX_ITER 200``); put them after ``--`` (or after any option other than ``--configs``,
 ``--weights`` and ``--names``, which take lists). With ``--seeds 2`` or more, a one-sided Welch t-test p-value of the
-reference model (default: the model whose name contains "lmsfa") against each other model is
-added. Instance test sets get COCO mask/box AP, AR@100 and Ultralytics-protocol P/R; semantic
+reference model (``--reference``; default: the first model whose config sets
+``TEST.COMPARISON_REFERENCE True``, as LMSF-A's configs do) against each other model is added. Instance test sets get COCO mask/box AP, AR@100 and Ultralytics-protocol P/R; semantic
 sets IoU/Dice; volumetric sets Dice/HD95 (chosen from the test set's evaluator type).
 """
 import argparse
@@ -44,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="output/compare", help="where runs, tables and the plot go")
     p.add_argument("--seeds", type=int, default=1, help="train/evaluate each model with this many seeds")
     p.add_argument("--seed-base", type=int, default=0, help="first seed (seeds are base, base+1, ...)")
-    p.add_argument("--reference", default=None, help="model the Welch test compares against (default: *lmsfa*)")
+    p.add_argument("--reference", default=None,
+                   help="model the Welch test compares against (default: the first config with TEST.COMPARISON_REFERENCE)")
     p.add_argument("--latency-runs", type=int, default=50, help="timed batch-1 runs (>= 20)")
     p.add_argument("--latency-warmup", type=int, default=10, help="untimed warm-up runs")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
@@ -54,6 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "config's TEST.COMPLEXITY_INPUT_SHAPE)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--fresh", action="store_true", help="recompute runs that are already saved")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=float, default=0.0, help="train every model for E epochs of its training set")
+    budget.add_argument("--budget-minutes", type=float, default=0.0, metavar="M",
+                        help="train every model for M minutes (LR schedule planned to end with the budget)")
+    p.add_argument("--budget-clock", default="wall", choices=["wall", "cpu"],
+                   help="clock of the budget and of the reported training time (cpu: this process's CPU time)")
+    p.add_argument("--curve-points", type=int, default=0, metavar="P",
+                   help="learning curves: P evaluations on the test set at even fractions of training")
+    p.add_argument("--repeat-factor", type=float, default=0.0, metavar="T",
+                   help="repeat-factor sampler with threshold T for every model (rare classes seen more often)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides applied to every config")
     return p
 
@@ -64,15 +93,15 @@ def main(argv=None) -> int:
 
     from detectron2.utils.logger import setup_logger
 
-    from medseg_core.comparison import Comparison, ModelSpec
-    from medseg_core.projects import load_projects
+    from medseg_core.comparison import Comparison, ModelSpec, Protocol
 
     if args.threads:
         torch.set_num_threads(args.threads)
     setup_logger(name="detectron2")
     setup_logger(name="medseg_core")
     logging.getLogger("fvcore").setLevel(logging.WARNING)
-    load_projects()
+    # no load_projects(): each model's config goes through load_config, which imports only the
+    # projects that config names (lazy loading)
     opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
     try:
         shape = [int(v) for v in args.complexity_shape.replace("x", ",").split(",")] if args.complexity_shape else None
@@ -91,6 +120,12 @@ def main(argv=None) -> int:
         if not os.path.isfile(c):
             print(f"error: {c}: config file does not exist", file=sys.stderr)
             return 2
+    try:
+        protocol = Protocol(epochs=args.epochs, budget_minutes=args.budget_minutes, clock=args.budget_clock,
+                            curve_points=args.curve_points, repeat_threshold=args.repeat_factor)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     models = [ModelSpec(n, c, None if w in ("-", "", "none") else w) for n, c, w in zip(names, args.configs, weights)]
     # every config value and given checkpoint is checked before the first model trains
     from medseg_core.checkpoint import check_checkpoint_for_config
@@ -105,10 +140,11 @@ def main(argv=None) -> int:
         seeds=[args.seed_base + i for i in range(max(args.seeds, 1))], opts=opts,
         reference=args.reference, latency_runs=args.latency_runs, latency_warmup=args.latency_warmup,
         precision=args.precision, complexity_shape=shape, fresh=args.fresh,
-        progress=lambda msg: print(f"[compare] {msg}", flush=True),
+        progress=lambda msg: print(f"[compare] {msg}", flush=True), protocol=protocol,
     )
     print(f"[compare] {len(models)} models x {len(comp.seeds)} seeds on {comp.test_set} ({comp.task}); "
           f"reference: {comp.reference or 'none'}; output: {args.output_dir}", flush=True)
+    print(f"[compare] protocol: {protocol.describe()}", flush=True)
     runs = comp.run()
     paths = comp.write_outputs(runs)
     with open(paths["markdown"]) as f:

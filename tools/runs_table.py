@@ -4,7 +4,7 @@
 Each run is an OUTPUT_DIR of tools/train_net.py (its ``metrics.json``). Runs are grouped into
 rows with ``NAME=DIR[,DIR...]`` (one DIR per seed); a row reports the metric at its last
 evaluation (or at ``--iteration``) as mean ± std over its runs, the one-sided Welch p-value
-against the reference row (is the row better than the reference?), the iteration the values come
+against the reference row (H1: the row's mean is higher than the reference's), the iteration the values come
 from, and optionally per-class AP columns. ``--curves`` adds the metric at every evaluation.
 
   python tools/runs_table.py --metric segm/AP --per-class \\
@@ -82,11 +82,11 @@ def build_table(rows: List[Tuple[str, List[str]]], metric: str, iteration: Optio
                       if k.startswith(f"{task}/AP-")}) if per_class else []
     ref = reference or data[0][0]
     ref_values = next([m[metric] for _, m in p] for n, _, p in data if n == ref)
-    head = ["model", "runs", "iteration", metric] + list(extra) + ["p (> " + ref + ")"] + [f"AP {c}" for c in classes]
+    head = ["model", "runs", "iteration", metric] + list(extra) + [f"p (row > {ref})"] + [f"AP {c}" for c in classes]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, dirs, picked in data:
         vals = [m[metric] for _, m in picked]
-        p = float("nan") if name == ref else welch_one_sided_p(ref_values, vals)
+        p = float("nan") if name == ref else welch_one_sided_p(vals, ref_values)  # H1: row > reference
         its = sorted({i for i, _ in picked})
         cells = [name, str(len(dirs)), "/".join(str(i + 1) for i in its), _mean_std(vals)]
         cells += [_mean_std([m[k] for _, m in picked if k in m]) for k in extra]

@@ -9,7 +9,10 @@
 * weight averaging (``MODEL_EMA``) used for evaluation and saved in checkpoints;
 * :class:`~medseg_core.checkpoint.SafeCheckpointer` (weights-only loading, atomic writes);
 * every data set validated before the first iteration, and evaluation results written to
-  ``OUTPUT_DIR/inference/<dataset>/results.json``.
+  ``OUTPUT_DIR/inference/<dataset>/results.json``;
+* the protocol hooks (:mod:`.protocol`): a training clock, a time budget that re-plans the
+  schedule (``SOLVER.BUDGET``, run by the re-plannable loop of :mod:`.loop`) and learning-curve
+  evaluations (``TEST.CURVE``).
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ from ..checkpoint import SafeCheckpointer, check_state_dict_fits, remove_stale_t
 from ..data.mappers import build_dataset_mapper
 from ..evaluation import build_evaluators
 from .hooks import FinalDataPhaseHook, ModelEMA, ModelEMAHook, MomentumWarmupHook
+from .loop import ReplannableTrainLoop
+from .protocol import build_protocol_hooks
 from .solver import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -95,7 +100,7 @@ class StepTrainer(SimpleTrainer):
             self.grad_scaler.load_state_dict(state_dict["grad_scaler"])
 
 
-class MedSegTrainer(DefaultTrainer):
+class MedSegTrainer(DefaultTrainer, ReplannableTrainLoop):
     """Detectron2 ``DefaultTrainer`` wired through this toolkit's registries (module doc)."""
 
     def __init__(self, cfg):
@@ -189,6 +194,7 @@ class MedSegTrainer(DefaultTrainer):
             return self._last_eval_results
 
         ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
+        ret += build_protocol_hooks(cfg)  # training clock; time budget, learning curve when configured
         if comm.is_main_process():
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.get("LOG_PERIOD", 20)))
         return ret

@@ -13,6 +13,10 @@ def add_lmsfa_config(cfg) -> None:
     # --- architecture (backbone, neck, head) ---
     # Number of object classes (PELD: 4; endoscapes-seg50: 6; teeth: 32).
     a.NUM_CLASSES = 4
+    # Network layout: "YOLOv8" (YOLOv8 CSP-Darknet; BACKBONE_BLOCK, NECK_BLOCK, ATTENTION and
+    # NECK below choose LMSF-A's modules) or "YOLO11" (C3k2 stages, SPPF, C2PSA and the C3k2
+    # PAN neck of YOLO11; needs BACKBONE_BLOCK "C3k2", ATTENTION "none", NECK "PAN").
+    a.ARCH = "YOLOv8"
     # YOLOv8 depth multiple: block repeats r become max(round(r * DEPTH_MULTIPLE), 1) (n-scale 0.33).
     a.DEPTH_MULTIPLE = 0.33
     # YOLOv8 width multiple: channels c become ceil8(min(c, MAX_CHANNELS) * WIDTH_MULTIPLE) (n: 0.25).
@@ -20,7 +24,7 @@ def add_lmsfa_config(cfg) -> None:
     # Channel cap applied before the width multiple (YOLOv8 n/s: 1024, m: 768, l/x: 512).
     a.MAX_CHANNELS = 1024
     # CSP block of the backbone: "C2f" (YOLOv8), "C2f-Pro" (LMSF-A), "C2f-Faster", "C2f-Star",
-    # "C2f-ContextGuided" (Table VII comparators).
+    # "C2f-ContextGuided" (Table VII comparators); "C3k2" with ARCH "YOLO11" only.
     a.BACKBONE_BLOCK = "C2f-Pro"
     # CSP block of the neck; "" uses BACKBONE_BLOCK (the paper swaps both together).
     a.NECK_BLOCK = ""
@@ -38,7 +42,7 @@ def add_lmsfa_config(cfg) -> None:
     # SSFF output channels before the width multiple (256 -> 64 at n-scale; must equal P3's width).
     a.SSFF_CHANNELS = 256
     # Head, by name in LMSFA_HEAD_REGISTRY: "LMSH" (LMSF-A), "Segment" (YOLOv8), "LADH", "LQE",
-    # "LMSH_LQE", "EfficientHead" (Table VIII comparators).
+    # "LMSH_LQE", "EfficientHead" (Table VIII comparators), "YOLO11Segment" (YOLO11: depthwise class branch).
     a.HEAD = "LMSH"
     # DFL bins per box side (YOLOv8: 16).
     a.REG_MAX = 16

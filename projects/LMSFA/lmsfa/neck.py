@@ -16,6 +16,8 @@
 
 * :class:`YOLOv8PAN` — the YOLOv8-seg neck (FPN top-down with nearest upsampling and concat,
   then PAN bottom-up), the "Neck" switch of Tables III/V.
+* ``MODEL.LMSFA.ARCH: "YOLO11"`` builds the YOLO11 backbone and neck instead
+  (:mod:`.backbone_yolo11`, :mod:`.neck_yolo11`).
 
 Both give P3/P4/P5 with widths ch(256)/ch(512)/ch(1024) (64/128/256 at n-scale). Neck blocks are
 ``block(n = 3 * depth, shortcut = False)``; the attention goes where MODEL.LMSFA.ATTENTION_STAGES
@@ -32,14 +34,16 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from torch import Tensor, nn
 
 from .backbone import CSPDarknet, check_attention_stages, scale_depth, scale_width
+from .backbone_yolo11 import YOLO11Darknet
 from .fuse import fuse_model
 from .modules.conv import ConvBNAct, yolo_bn_defaults
 from .modules.factory import build_csp_block
 from .modules.ssff import Add, ScaleSequenceFusion
 from .modules.tfe import ZoomCat
 from medseg_core.errors import ConfigError, here
+from .neck_yolo11 import YOLO11PAN
 
-__all__ = ["YOLOv8PAN", "ASFNeck", "LMSFABackbone", "build_lmsfa_backbone", "NECK_NAMES"]
+__all__ = ["YOLOv8PAN", "ASFNeck", "LMSFABackbone", "build_lmsfa_backbone", "NECK_NAMES", "ARCH_NAMES"]
 
 NECK_NAMES = ("ASF", "PAN")
 
@@ -132,7 +136,7 @@ class ASFNeck(_NeckBase):
 
 
 class LMSFABackbone(Backbone):
-    """Bottom-up CSP-Darknet + neck, returning {"p3", "p4", "p5"} at strides 8/16/32."""
+    """Bottom-up CSP-Darknet (YOLOv8 or YOLO11 layout) + neck, returning {"p3", "p4", "p5"} at strides 8/16/32."""
 
     def __init__(self, bottom_up: CSPDarknet, neck: nn.Module) -> None:
         super().__init__()
@@ -166,10 +170,18 @@ class LMSFABackbone(Backbone):
         return self
 
 
+ARCH_NAMES = ("YOLOv8", "YOLO11")
+
+
 @BACKBONE_REGISTRY.register()
 def build_lmsfa_backbone(cfg, input_shape: ShapeSpec) -> LMSFABackbone:
-    """C2f-Pro (or C2f ...) CSP-Darknet + ASF or PAN neck, from MODEL.LMSFA."""
+    """Bottom-up network + neck from MODEL.LMSFA: ARCH "YOLOv8" = C2f-Pro (or C2f ...)
+    CSP-Darknet + ASF or PAN neck; ARCH "YOLO11" = YOLO11 backbone (C3k2, SPPF, C2PSA) + its neck."""
     a = cfg.MODEL.LMSFA
+    if a.ARCH == "YOLO11":
+        return _build_yolo11(a, input_shape)
+    if a.ARCH != "YOLOv8":
+        raise ConfigError(here() + f"unknown MODEL.LMSFA.ARCH '{a.ARCH}'; choose one of {list(ARCH_NAMES)}")
     stages = list(a.ATTENTION_STAGES)
     common = dict(width=a.WIDTH_MULTIPLE, depth=a.DEPTH_MULTIPLE, max_channels=a.MAX_CHANNELS,
                   attention=a.ATTENTION, attention_stages=stages, ema_factor=a.EMA_FACTOR)
@@ -183,4 +195,17 @@ def build_lmsfa_backbone(cfg, input_shape: ShapeSpec) -> LMSFABackbone:
     else:
         raise ConfigError(here() + f"unknown MODEL.LMSFA.NECK '{a.NECK}'; choose one of {list(NECK_NAMES)}")
     yolo_bn_defaults(neck)
+    return LMSFABackbone(bottom_up, neck)
+
+
+def _build_yolo11(a, input_shape: ShapeSpec) -> LMSFABackbone:
+    # the YOLO11 layout fixes its blocks; the LMSF-A switches must say so rather than be ignored
+    wrong = [f"{k} = {getattr(a, k)!r} (needs {v!r})" for k, v in
+             (("BACKBONE_BLOCK", "C3k2"), ("NECK_BLOCK", ""), ("ATTENTION", "none"), ("NECK", "PAN"))
+             if getattr(a, k) != v]
+    if wrong:
+        raise ConfigError(here() + "MODEL.LMSFA.ARCH 'YOLO11' has its own blocks; set " + ", ".join(wrong))
+    bottom_up = YOLO11Darknet(input_shape.channels, a.WIDTH_MULTIPLE, a.DEPTH_MULTIPLE, a.MAX_CHANNELS)
+    chans = {k: v.channels for k, v in bottom_up.output_shape().items()}
+    neck = yolo_bn_defaults(YOLO11PAN(chans, a.WIDTH_MULTIPLE, a.DEPTH_MULTIPLE, a.MAX_CHANNELS))
     return LMSFABackbone(bottom_up, neck)

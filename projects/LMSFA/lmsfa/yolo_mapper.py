@@ -2,7 +2,9 @@
 
 The LMSF-A paper trains with the Ultralytics defaults (§IV-B; docs/lmsfa.md):
 
-* **Mosaic** (probability ``INPUT.YOLO.MOSAIC_PROB``, 1.0, never closed): four images, each
+* **Mosaic** (probability ``INPUT.YOLO.MOSAIC_PROB``, 1.0, never closed; with
+  ``DATALOADER.SAMPLER_TRAIN "RepeatFactorTrainingSampler"`` the three extra images are drawn
+  by repeat factor like the first): four images, each
   resized so that its longest side is S, are placed around a random centre of a 2S x 2S gray
   (114) canvas (Ultralytics' 4-tile layout: every image touches the centre with one corner and
   is cropped only by the canvas border);
@@ -154,7 +156,21 @@ class YOLOMapper:
             self.pool = list(pool) if pool is not None else get_detection_dataset_dicts(
                 cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
             )
+        self.pool_p = self._pool_probabilities(cfg) if self.pool is not None else None
         self._rng: Optional[np.random.Generator] = None
+
+    def _pool_probabilities(self, cfg) -> Optional[np.ndarray]:
+        """With the repeat-factor sampler, the three extra mosaic images are drawn with
+        probability proportional to their repeat factors too (Detectron2's r = max(1, sqrt(t / f))
+        of the rarest class in the image), so rare classes are over-sampled in every mosaic tile,
+        not only in the first one the sampler picks; otherwise uniformly (Ultralytics)."""
+        if cfg.DATALOADER.SAMPLER_TRAIN != "RepeatFactorTrainingSampler":
+            return None
+        from detectron2.data.samplers import RepeatFactorTrainingSampler
+
+        r = RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+            self.pool, cfg.DATALOADER.REPEAT_THRESHOLD).numpy().astype(np.float64)
+        return r / r.sum()
 
     @property
     def rng(self) -> np.random.Generator:
@@ -183,7 +199,9 @@ class YOLOMapper:
     def _train(self, d: Dict) -> Dict:
         rng, s = self.rng, self.size
         if self.pool is not None and rng.random() < self.mosaic_prob:
-            sources = [d] + [self.pool[i] for i in rng.integers(0, len(self.pool), 3)]
+            extra = (rng.integers(0, len(self.pool), 3) if self.pool_p is None
+                     else rng.choice(len(self.pool), 3, p=self.pool_p))
+            sources = [d] + [self.pool[i] for i in extra]
             canvas_hw = (2 * s, 2 * s)
             xc, yc = (int(rng.uniform(s / 2, 1.5 * s)) for _ in range(2))
             loaded = [self._load(x) for x in sources]

@@ -5,8 +5,9 @@ from .ladh import LADH
 from .lmsh import LMSH
 from .lqe import LMSH_LQE, LQE, LocationQualityEstimator
 from .segment import Segment
+from .segment11 import YOLO11Segment
 
 __all__ = [
     "HeadOutputs", "LMSFA_HEAD_REGISTRY", "build_lmsfa_head", "SegmentHeadBase", "IN_FEATURES",
-    "Segment", "LMSH", "LADH", "LQE", "LMSH_LQE", "EfficientHead", "LocationQualityEstimator",
+    "Segment", "YOLO11Segment", "LMSH", "LADH", "LQE", "LMSH_LQE", "EfficientHead", "LocationQualityEstimator",
 ]
