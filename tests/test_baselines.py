@@ -1,4 +1,5 @@
-"""Baselines (Mask R-CNN BN/GN scratch, Swin-T Mask R-CNN, Mask2Former R50/Swin-T): one real
+"""Baselines (Mask R-CNN BN/GN scratch, Swin-T and ConvNeXt V2-T Mask R-CNN, Mask2Former
+R50/Swin-T, YOLACT, SOLOv2): one real
 training iteration and one COCO evaluation each on endoscapes-seg50 images, plus unit checks of
 the timm backbone wrapper and of Mask2Former's instance inference."""
 import math
@@ -24,6 +25,9 @@ BASELINES = [
     ("mask_rcnn_swin_t_FPN_instant_test.yaml", "MODEL.ROI_HEADS.NUM_CLASSES"),
     ("mask2former_R50_instant_test.yaml", "MODEL.MASK2FORMER.NUM_CLASSES"),
     ("mask2former_swin_t_instant_test.yaml", "MODEL.MASK2FORMER.NUM_CLASSES"),
+    ("mask_rcnn_convnextv2_FPN_instant_test.yaml", "MODEL.ROI_HEADS.NUM_CLASSES"),
+    ("yolact_R50_FPN_instant_test.yaml", "MODEL.YOLACT.NUM_CLASSES"),
+    ("solov2_R50_FPN_instant_test.yaml", "MODEL.SOLOV2.NUM_CLASSES"),
 ]
 
 
@@ -35,6 +39,7 @@ def _endoscapes_cfg(config: str, classes_key: str, size: int = 128):
         classes_key, 6, "INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", size,
         "INPUT.MIN_SIZE_TEST", size, "INPUT.MAX_SIZE_TEST", size, "SOLVER.IMS_PER_BATCH", 2,
         "INPUT.MASK_FORMAT", "auto", "TEST.DETECTIONS_PER_IMAGE", 10, "MODEL.MASK2FORMER.TEST_TOPK_PER_IMAGE", 10,
+        "MODEL.YOLACT.DETECTIONS_PER_IMAGE", 10, "MODEL.SOLOV2.DETECTIONS_PER_IMAGE", 10,
     )
 
 

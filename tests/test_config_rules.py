@@ -114,6 +114,10 @@ def test_every_numeric_key_the_toolkit_adds_has_a_rule():
      "MODEL.VOLUMETRIC_BASELINES.UNETR.NUM_HEADS must divide MODEL.VOLUMETRIC_BASELINES.UNETR.HIDDEN_SIZE"),
     ("dynunet_instant_test.yaml", ["MODEL.VOLUMETRIC_BASELINES.DYNUNET.FILTERS", "(8, 16)"],
      "KERNEL_SIZES, STRIDES and FILTERS need one entry per level"),
+    ("solov2_R50_FPN_instant_test.yaml", ["MODEL.SOLOV2.NUM_GRIDS", "[4, 4]"],
+     "MODEL.SOLOV2.NUM_GRIDS must have one entry per MODEL.SOLOV2.IN_FEATURES level (5), got 2"),
+    ("yolact_R50_FPN_instant_test.yaml", ["MODEL.YOLACT.NMS_THRESH_TEST", "1.5"],
+     "MODEL.YOLACT.NMS_THRESH_TEST must be a finite number"),
 ])
 def test_keys_of_the_recipes_and_baselines_merged_later_are_checked(config, opts, message):
     with pytest.raises(ConfigError) as e:

@@ -28,6 +28,13 @@ def test_there_are_configs():
         "Teeth-InstanceSegmentation/mask_rcnn_R50_FPN_scratch_bn_640.yaml",
         "Teeth-InstanceSegmentation/mask2former_R50_640.yaml",
         "quick_schedules/mask2former_R50_instant_test.yaml",
+        "quick_schedules/yolact_R50_FPN_instant_test.yaml",
+        "quick_schedules/solov2_R50_FPN_instant_test.yaml",
+        "quick_schedules/mask_rcnn_convnextv2_FPN_instant_test.yaml",
+    ) + tuple(
+        f"{d}-InstanceSegmentation/{m}_640.yaml"
+        for d in ("Endoscapes", "Teeth", "PELD")
+        for m in ("yolact_R50_FPN", "solov2_R50_FPN", "mask_rcnn_convnextv2_t_FPN")
     ):
         assert required in names, f"missing config {required}"
     assert not any(os.path.basename(c).startswith("Base") for c in CONFIGS)

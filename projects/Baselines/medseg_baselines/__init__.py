@@ -5,6 +5,9 @@
   (:mod:`.timm_backbone`);
 * Mask2Former: the ``transformers`` implementation as the ``HFMask2Former`` meta-architecture
   (:mod:`.mask2former`);
+* ConvNeXt V2 Mask R-CNN: timm's ConvNeXt V2 through the same timm backbone wrapper;
+* YOLACT (:mod:`.yolact`, ResNet-50-FPN P3-P7 from :mod:`.fpn_p3p7`, Fast NMS) and SOLOv2
+  (:mod:`.solov2`, dynamic mask kernels, Matrix NMS), written from their papers;
 * YOLOv8-seg is the LMSF-A meta-architecture with its modules switched off (``lmsfa`` project);
 * MONAI's 3D UNETR, SwinUNETR, SegResNet and DynUNet in ``VOLUME_NETWORK_REGISTRY``
   (:mod:`.volumetric`).
@@ -16,7 +19,7 @@ require_extra("baselines", "the medseg_baselines project (Swin, Mask2Former, ...
 
 
 from .config import add_baselines_config
-from . import mask2former, timm_backbone  # noqa: F401  (register the models)
+from . import fpn_p3p7, mask2former, solov2, timm_backbone, yolact  # noqa: F401  (register the models)
 from . import volumetric  # noqa: F401  (registers the MONAI 3D baselines)
 
 __all__ = [
