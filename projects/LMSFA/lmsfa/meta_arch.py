@@ -30,6 +30,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import BitMasks, Boxes, ImageList, Instances, PolygonMasks
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from medseg_core.deploy import PreprocessContract
 
@@ -230,13 +231,16 @@ class LMSFA(nn.Module):
     def inference(
         self, outputs: HeadOutputs, image_sizes: List[Tuple[int, int]], batched_inputs: Optional[List[Dict]] = None
     ) -> List[Dict[str, Instances]]:
-        boxes, _, _ = decode_boxes(outputs.box, outputs.strides, self.reg_max)
-        scores = flatten_levels(outputs.cls).sigmoid()
-        coef = flatten_levels(outputs.coef)
-        dets = multilabel_nms(
-            boxes, scores, coef, self.conf_thresh, self.nms_iou, self.max_det,
-            self.multi_label, self.agnostic_nms, self.max_nms,
-        )
+        # record_function labels: the steps tools/benchmark.py --modes stages attributes time to
+        with record_function("decode"):
+            boxes, _, _ = decode_boxes(outputs.box, outputs.strides, self.reg_max)
+            scores = flatten_levels(outputs.cls).sigmoid()
+            coef = flatten_levels(outputs.coef)
+        with record_function("nms"):
+            dets = multilabel_nms(
+                boxes, scores, coef, self.conf_thresh, self.nms_iou, self.max_det,
+                self.multi_label, self.agnostic_nms, self.max_nms,
+            )
         results = []
         # padded input width / prototype width (4 for the YOLOv8 Proto)
         proto_stride = (outputs.box[0].shape[-1] * outputs.strides[0]) // outputs.protos.shape[-1]
@@ -244,16 +248,18 @@ class LMSFA(nn.Module):
             h_in, w_in = image_sizes[i]
             src = batched_inputs[i] if batched_inputs is not None else {}
             H, W = int(src.get("height", h_in)), int(src.get("width", w_in))
-            scale = torch.tensor([W / w_in, H / h_in, W / w_in, H / h_in], device=det.boxes.device)
-            bx = det.boxes * scale
-            bx[:, 0::2] = bx[:, 0::2].clamp(0, W)
-            bx[:, 1::2] = bx[:, 1::2].clamp(0, H)
-            inst = Instances((H, W))
-            inst.pred_boxes = Boxes(bx)
-            inst.scores = det.scores
-            inst.pred_classes = det.classes
-            inst.pred_masks = assemble_masks(
-                det.coef, outputs.protos[i], bx, (h_in, w_in), (H, W), proto_stride=proto_stride
-            )
+            with record_function("instances"):
+                scale = torch.tensor([W / w_in, H / h_in, W / w_in, H / h_in], device=det.boxes.device)
+                bx = det.boxes * scale
+                bx[:, 0::2] = bx[:, 0::2].clamp(0, W)
+                bx[:, 1::2] = bx[:, 1::2].clamp(0, H)
+                inst = Instances((H, W))
+                inst.pred_boxes = Boxes(bx)
+                inst.scores = det.scores
+                inst.pred_classes = det.classes
+            with record_function("masks"):
+                inst.pred_masks = assemble_masks(
+                    det.coef, outputs.protos[i], bx, (h_in, w_in), (H, W), proto_stride=proto_stride
+                )
             results.append({"instances": inst})
         return results
