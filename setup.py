@@ -42,6 +42,9 @@ setup(
         "onnx",
         "onnxruntime",
         "onnxscript",
+        # deployment (medseg_core.deploy): OpenVINO runtime + NNCF INT8 quantisation
+        "openvino",
+        "nncf",
     ],
     extras_require={"test": ["pytest"]},
     entry_points={

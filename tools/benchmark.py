@@ -23,8 +23,8 @@ Modes (one row per config x runtime x precision x mode):
   another static size instead).
 * ``stages``: the e2e path split: ``pre`` (resize + pad), ``net`` (runtime), ``post``
   (``deploy_postprocess`` on the runtime's outputs), each timed as its own row; then the
-  ``post`` stage is profiled once (``torch.profiler``) and the CPU time of the steps the model
-  labels inside it (``record_function``: LMSF-A ``decode``, ``nms``, ``masks``, ``instances``) is
+  ``post`` stage is profiled (``torch.profiler``) and the share of each step the model labels
+  inside it (``record_function``: LMSF-A ``decode``, ``nms``, ``masks``, ``instances``) is
   printed below the table.
 
 Runtimes: ``pytorch`` (unfused), ``pytorch-fused``, ``torchscript``, ``onnxruntime``,
@@ -252,7 +252,10 @@ def _count(pred: Dict) -> int:
 
 
 def profile_steps(fn: Callable[[], object], runs: int) -> Dict[str, float]:
-    """CPU ms per call of every ``record_function`` label that ``fn`` runs (torch.profiler)."""
+    """Share (%) of every ``record_function`` label that ``fn`` runs in its profiled time
+    (torch.profiler measures wall clock, which a shared machine inflates at random: shares of the
+    same calls are comparable, absolute profiled times are not; the ``stage:post`` row gives the
+    stage's own latency)."""
     from torch.profiler import ProfilerActivity, profile
 
     with torch.no_grad():
@@ -260,12 +263,10 @@ def profile_steps(fn: Callable[[], object], runs: int) -> Dict[str, float]:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(runs):
                 fn()
-    out = {}
-    for e in prof.key_averages():
-        if e.key.startswith("aten::") or e.key.startswith("ProfilerStep") or "::" in e.key:
-            continue
-        out[e.key] = e.cpu_time_total / 1000.0 / runs
-    return out
+    labels = {e.key: e.cpu_time_total for e in prof.key_averages()
+              if getattr(e, "is_user_annotation", "::" not in e.key) and e.cpu_time_total > 0}
+    total = sum(labels.values())
+    return {k: 100.0 * v / total for k, v in sorted(labels.items(), key=lambda kv: -kv[1])} if total else {}
 
 
 # ------------------------------------------------------------------------- report
@@ -364,8 +365,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("  detections on the frame: " + ", ".join(f"{k} {v}" for k, v in info["detections"].items() if v >= 0))
     for k, steps in info["post_steps_ms"].items():
         if steps:
-            print(f"  post-processing steps of {k} (CPU ms per call, profiled): "
-                  + ", ".join(f"{s} {v:.2f}" for s, v in steps.items()))
+            print(f"  post-processing steps of {k} (share of the profiled stage:post): "
+                  + ", ".join(f"{s} {v:.0f}%" for s, v in steps.items()))
     out = args.json or os.path.join(REPO, "output", "benchmark", time.strftime("%Y%m%d-%H%M%S") + ".json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     result = {

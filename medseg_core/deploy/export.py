@@ -10,7 +10,7 @@ exported model gives the detections of the evaluated one; its cost is measured s
 * TorchScript: ``torch.jit.trace`` + ``torch.jit.save`` (no pickled Python objects).
 * ONNX: ``torch.onnx.export(dynamo=True)``, opset 18, weights inside the file; ``dynamic`` makes
   batch, height and width free (height and width multiples of the size divisibility).
-* OpenVINO: ``openvino.convert_model`` of that ONNX file, saved as IR (``.xml`` + ``.bin``) with
+* OpenVINO: that ONNX file read by OpenVINO's ONNX front end, saved as IR (``.xml`` + ``.bin``) with
   FP32 weights (``compress_to_fp16=False``).
 
 Export-friendly substitution (:func:`make_export_friendly`): ``nn.AdaptiveAvgPool2d`` pooling
@@ -101,7 +101,8 @@ def export_openvino(onnx_path: str, xml_path: str) -> str:
     """OpenVINO IR of an exported ONNX file, FP32 weights (``.xml`` + ``.bin`` next to it)."""
     import openvino as ov
 
-    model = ov.convert_model(onnx_path)
+    # read_model, not convert_model: the latter splits a path containing commas into several models
+    model = ov.Core().read_model(onnx_path)
     ov.save_model(model, xml_path, compress_to_fp16=False)
     return xml_path
 

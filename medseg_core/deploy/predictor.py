@@ -103,7 +103,7 @@ def build_runtime(kind: str, model: DeployableModel, workdir: str = "", example:
                   threads: int = 0, dynamic: bool = True, artifact: str = ""):
     """Runtime ``kind`` (:data:`~medseg_core.deploy.runtimes.RUNTIMES`, or "openvino-int8" with
     ``artifact`` = an INT8 IR) for ``model``. PyTorch kinds wrap the model in a
-    ``DeployNetwork`` (``pytorch-fused`` fuses a copy); file-based kinds load ``artifact`` or,
+    ``DeployNetwork`` (``pytorch-fused`` fuses a copy and runs it channels-last); file-based kinds load ``artifact`` or,
     without one, export the network into ``workdir`` first (``example`` = a padded raw batch;
     ``dynamic`` = free batch/height/width)."""
     from . import runtimes as rt
@@ -115,7 +115,7 @@ def build_runtime(kind: str, model: DeployableModel, workdir: str = "", example:
         fused = copy.deepcopy(model)
         if callable(getattr(fused, "fuse", None)):
             fused = fused.fuse() or fused
-        return rt.TorchRuntime(DeployNetwork(fused).eval(), "pytorch-fused")
+        return rt.TorchRuntime(DeployNetwork(fused).eval(), "pytorch-fused", channels_last=True)
     if kind == "tensorrt":
         if example is None:
             raise ValueError("tensorrt: needs an example batch (its shape is compiled)")

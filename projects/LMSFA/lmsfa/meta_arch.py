@@ -233,9 +233,12 @@ class LMSFA(nn.Module):
     ) -> List[Dict[str, Instances]]:
         # record_function labels: the steps tools/benchmark.py --modes stages attributes time to
         with record_function("decode"):
-            boxes, _, _ = decode_boxes(outputs.box, outputs.strides, self.reg_max)
             scores = flatten_levels(outputs.cls).sigmoid()
-            coef = flatten_levels(outputs.coef)
+            # boxes and coefficients only where a class can pass the threshold (same NMS input order)
+            anchors = (scores > self.conf_thresh).any(-1).any(0).nonzero()[:, 0]
+            scores = scores[:, anchors]
+            boxes, _, _ = decode_boxes(outputs.box, outputs.strides, self.reg_max, anchors)
+            coef = flatten_levels(outputs.coef)[:, anchors]
         with record_function("nms"):
             dets = multilabel_nms(
                 boxes, scores, coef, self.conf_thresh, self.nms_iou, self.max_det,
