@@ -51,6 +51,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -187,6 +188,7 @@ def build_jobs(args) -> Tuple[List[Job], Dict]:
         net_batch = contract.pad_batch([fit_within(tensor, net_hw)], net_hw).to(device)
         e2e_batch = contract.pad_batch([tensor], e2e_hw).to(device)
         workdir = tempfile.mkdtemp(prefix=f"medseg-bench-{name}-")
+        info.setdefault("workdirs", []).append(workdir)
         built: Dict[Tuple[str, Tuple[int, int]], object] = {}
 
         def runtime(kind: str, hw: Tuple[int, int], example: torch.Tensor):
@@ -349,8 +351,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         r.mode, statistics.median(times))
     rows = [j.row for j in jobs]
     add_ratios(rows, reference)
-
     dev = jobs[0].device if jobs else torch.device("cpu")
+    jobs.clear()  # release the runtimes before their exported files go
+    for d in info.pop("workdirs", []):
+        shutil.rmtree(d, ignore_errors=True)
+
     header = (f"device: {device_description(dev)}; torch {torch.__version__}, {torch.get_num_threads()} intra-op "
               f"threads; batch 1; frame {info['image']}; {args.warmup} warm-up + {args.runs} timed runs x "
               f"{args.repeats} repeats per row; {'wall-clock' if args.clock == 'wall' else 'thread-CPU-time'} latencies")

@@ -25,6 +25,7 @@ dynamic-shape IR is compiled once per input shape it sees (a video has one shape
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -36,6 +37,8 @@ __all__ = [
     "RUNTIMES", "TorchRuntime", "TorchScriptRuntime", "OnnxRuntime", "OpenVINORuntime", "TensorRTRuntime",
     "cuda_available",
 ]
+
+logger = logging.getLogger(__name__)
 
 RUNTIMES = ("pytorch", "pytorch-fused", "torchscript", "onnxruntime", "openvino", "tensorrt")
 
@@ -130,7 +133,17 @@ class OpenVINORuntime:
             if self.dynamic:
                 model = self.core.read_model(self.path)
                 model.reshape({model.inputs[0].get_any_name(): list(shape)})
-            compiled = self.core.compile_model(model, self.device, self.config)
+            try:
+                compiled = self.core.compile_model(model, self.device, self.config)
+            except RuntimeError as e:
+                if "snippets" not in str(e) or self.device != "CPU":
+                    raise
+                # OpenVINO's CPU "snippets" (fused element-wise subgraphs) reject some graphs (Mask2Former:
+                # "ReduceDecomposition supports only Reduce by last dimension"); the plain kernels run them
+                logger.warning("%s: OpenVINO snippets failed (%s); compiling with SNIPPETS_MODE DISABLE",
+                               self.path, str(e).strip().splitlines()[-1])
+                self.config["SNIPPETS_MODE"] = "DISABLE"
+                compiled = self.core.compile_model(model, self.device, self.config)
             self._compiled[key] = compiled
             req = self._requests[key] = compiled.create_infer_request()
         return req
