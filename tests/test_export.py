@@ -219,3 +219,15 @@ def test_semantic_model_torchscript_and_onnx_round_trip(shared_data, tool, tmp_p
     for kind in ("torchscript", "onnxruntime"):
         chk = meta["checks"][kind]
         assert chk["ok"] is True and chk["max_abs_diff"] < 1e-4 and chk["agreement"]["pixel_agreement"] == 1.0
+
+
+def test_evaluating_a_runtime_that_is_not_exported_stops_before_any_work(tool, tmp_path):
+    out = tmp_path / "never"
+    base = ["--config-file", LMSFA_CFG, "--output", str(out), "--format", "onnx", "--evaluate", "endoscapes_seg50_val"]
+    with pytest.raises(SystemExit, match="--evaluate-runtimes openvino-int8: not exported"):
+        tool.main(base + ["--evaluate-runtimes", "onnxruntime", "openvino-int8"])
+    with pytest.raises(SystemExit, match="needs --evaluate"):
+        tool.main(["--config-file", LMSFA_CFG, "--output", str(out), "--evaluate-runtimes", "onnxruntime"])
+    assert not out.exists()
+    assert tool.exported_runtimes(tool.get_parser().parse_args(["--config-file", "x", "--format", "onnx", "--int8"])) \
+        == {"onnxruntime", "openvino", "openvino-int8"}

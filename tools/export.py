@@ -45,7 +45,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set
 
 import torch
 
@@ -98,6 +98,22 @@ def time_runtimes(runtimes: Dict[str, object], batch: torch.Tensor, warmup: int,
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def exported_runtimes(args: argparse.Namespace) -> Set[str]:
+    """The runtimes whose files these options write (ONNX is the route to OpenVINO, FP32 IR the route to INT8)."""
+    wanted = {"torchscript"} & set(args.format)
+    if {"onnx", "openvino"} & set(args.format) or args.int8:
+        wanted.add("onnxruntime")
+    if "openvino" in args.format or args.int8:
+        wanted.add("openvino")
+    if args.int8:
+        wanted.add("openvino-int8")
+    return wanted
+
+
+def reference_name(args: argparse.Namespace) -> str:
+    return "pytorch" if args.no_fuse else "pytorch-fused"
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, metavar="FILE")
@@ -116,6 +132,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-images", type=int, default=300)
     p.add_argument("--evaluate", default="", help="registered data set: the config's evaluators for every runtime")
     p.add_argument("--eval-max-images", type=int, default=0, help="evaluate on the first N images only (0 = all)")
+    p.add_argument("--evaluate-runtimes", nargs="+", default=[], metavar="RUNTIME",
+                   choices=("pytorch", "pytorch-fused", "torchscript", "onnxruntime", "openvino", "openvino-int8"),
+                   help="with --evaluate: only these runtimes (default: every exported one)")
     p.add_argument("--time", action="store_true", help="network latency of every runtime, timed in turns")
     p.add_argument("--threads", type=int, default=1, help="threads of every runtime (torch, ORT, OpenVINO)")
     p.add_argument("--atol", type=float, default=1e-3, help="max |raw output difference|")
@@ -141,6 +160,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.dynamic and args.size:
         raise SystemExit("tools/export.py: give --size or --dynamic, not both")
+    if args.evaluate_runtimes and not args.evaluate:
+        raise SystemExit("tools/export.py: --evaluate-runtimes needs --evaluate DATASET")
+    wanted = exported_runtimes(args)
+    missing = [] if args.check_only else sorted(set(args.evaluate_runtimes) - wanted - {reference_name(args)})
+    if missing:
+        raise SystemExit(f"tools/export.py: --evaluate-runtimes {' '.join(missing)}: not exported with these options "
+                         f"(exported: {', '.join(sorted(wanted))})")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config_file, list(args.opts) + ["MODEL.DEVICE", "cpu"])
@@ -179,11 +205,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         steps.append(("onnxruntime", lambda: export_onnx(net, example, os.path.join(out_dir, FILES["onnxruntime"]),
                                                          names, args.dynamic, divisibility=contract.size_divisibility)))
         steps.append(("openvino", lambda: export_openvino(paths["onnxruntime"], os.path.join(out_dir, FILES["openvino"]))))
-        wanted = {"torchscript": "torchscript" in args.format,
-                  "onnxruntime": bool({"onnx", "openvino"} & set(args.format)) or args.int8,
-                  "openvino": "openvino" in args.format or args.int8}
         for kind, fn in steps:
-            if not wanted[kind]:
+            if kind not in wanted:
                 continue
             t0 = time.perf_counter()
             paths[kind] = fn()
@@ -199,7 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             timings["openvino-int8"] = time.perf_counter() - t0
             logger.info("INT8 calibrated on %d images of %s in %.0fs", len(batches), calib, timings["openvino-int8"])
 
-    runtimes = {"pytorch-fused" if not args.no_fuse else "pytorch": reference}
+    runtimes = {reference_name(args): reference}
     for kind, path in paths.items():
         runtimes[kind] = build_runtime(kind, model, artifact=path, threads=args.threads, example=example,
                                        dynamic=size_hw is None)
@@ -214,6 +237,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from medseg_core.deploy.evaluate import evaluate_predictor
 
         for k, rt in runtimes.items():
+            if args.evaluate_runtimes and k not in args.evaluate_runtimes:
+                continue
             t0 = time.perf_counter()
             evaluation[k] = evaluate_predictor(Predictor(model, rt), cfg, args.evaluate, args.eval_max_images)
             logger.info("%s evaluated on %s in %.0fs", k, args.evaluate, time.perf_counter() - t0)
