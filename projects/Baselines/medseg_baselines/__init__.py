@@ -5,13 +5,12 @@
   (:mod:`.timm_backbone`);
 * Mask2Former: the ``transformers`` implementation as the ``HFMask2Former`` meta-architecture
   (:mod:`.mask2former`);
-* YOLOv8-seg is the LMSF-A meta-architecture with its modules switched off (``lmsfa`` project);
-* :mod:`.deploy`: the deploy-interface adapter of ``GeneralizedRCNN``.
+* YOLOv8-seg is the LMSF-A meta-architecture with its modules switched off (``lmsfa`` project).
 """
 import medseg_core  # noqa: F401  (compatibility shim before detectron2)
 
 from .config import add_baselines_config
-from . import deploy, mask2former, timm_backbone  # noqa: F401  (register the models and the R-CNN deploy adapter)
+from . import mask2former, timm_backbone  # noqa: F401  (register the models)
 
 __all__ = [
     "add_baselines_config",

@@ -1,8 +1,9 @@
 """Deploy-interface adapter for Detectron2's own ``GeneralizedRCNN`` (Mask R-CNN, Swin Mask R-CNN).
 
 Detectron2's class cannot carry the interface methods, so :class:`DeployableRCNN` wraps it
-(registered with :func:`medseg_core.deploy.register_deploy_adapter`; ``as_deployable(model, cfg)``
-returns it). The split follows what can run as a static graph:
+(registered with :func:`~medseg_core.deploy.register_deploy_adapter` on ``import
+medseg_core.deploy``; ``as_deployable(model, cfg)`` returns it). It lives in the core because
+``GeneralizedRCNN`` is Detectron2's own class: a Mask R-CNN config needs no project. The split follows what can run as a static graph:
 
 * ``deploy_forward``: the backbone + FPN on the normalised padded batch -> the feature maps
   (``p2 .. p6``): the dense bulk of the compute, exported to every runtime;
@@ -21,11 +22,11 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-import medseg_core  # noqa: F401  (compatibility shim before detectron2)
+from .. import compat  # noqa: F401  (NumPy-2 / Pillow shim before detectron2)
 from detectron2.modeling import GeneralizedRCNN
 from detectron2.structures import ImageList
 
-from medseg_core.deploy import PreprocessContract, register_deploy_adapter
+from .interface import PreprocessContract, register_deploy_adapter
 
 __all__ = ["DeployableRCNN"]
 
