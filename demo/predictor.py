@@ -63,7 +63,7 @@ class MedSegPredictor:
 
     def __init__(self, cfg, dataset_name: Optional[str] = None, fuse: bool = False, runtime: str = "pytorch",
                  runtime_file: str = "", threads: int = 0) -> None:
-        load_projects()
+        load_projects(cfg)  # the projects this config needs (none other is imported)
         self.cfg = cfg.clone()
         if self.cfg.MODEL.META_ARCHITECTURE == "VolumetricSegmentor" or (
             self.cfg.INPUT.DATASET_MAPPER_NAME == "volume"

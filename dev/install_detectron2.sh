@@ -3,7 +3,7 @@
 #
 # Detectron2 has no wheel on the registry. The third-party sdist `pb1-detectron2==0.6` carries
 # upstream v0.6's Python code byte for byte but lacks the C++/CUDA sources, so a plain
-# `pip install` fails. This script (the recipe of ../shared/notes/detectron2-install.md):
+# `pip install` fails. This script:
 #   1. downloads the sdist (torch must already be installed: its setup.py imports torch),
 #   2. checks its sha256,
 #   3. edits setup.py: no C++ extension, package the model-zoo configs, and do not install

@@ -8,7 +8,7 @@ the (few) non-tensor classes our own checkpoints contain; anything else is refus
 :class:`~medseg_core.errors.UnsafeCheckpointError` naming the file and the offending globals.
 Pickle-based formats (``.pkl``) are refused outright. ``.safetensors`` files load as weights.
 
-Writes are atomic: a checkpoint is written to ``<name>.pth.tmp`` and renamed, and
+Writes are atomic (:mod:`medseg_core.atomic`): a checkpoint is written to a temporary file and renamed, and
 ``last_checkpoint`` is replaced the same way only after the rename, so a process killed at any
 moment leaves ``last_checkpoint`` pointing at a complete file.
 """
@@ -24,6 +24,7 @@ from . import compat  # noqa: F401
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from .atomic import atomic_torch_save, atomic_write_text
 from .errors import UnsafeCheckpointError
 
 __all__ = ["SafeCheckpointer", "ALLOWED_GLOBALS", "safe_torch_load", "atomic_torch_save"]
@@ -63,24 +64,6 @@ def safe_torch_load(path: str) -> Dict[str, Any]:
         raise RuntimeError(f"{path}: corrupt or truncated checkpoint ({e})") from e
 
 
-def atomic_torch_save(obj: Any, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class SafeCheckpointer(DetectionCheckpointer):
     """``DetectionCheckpointer`` with weights-only loading and atomic writes."""
 
@@ -106,4 +89,4 @@ class SafeCheckpointer(DetectionCheckpointer):
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        _atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
+        atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)

@@ -16,7 +16,7 @@ Three conventions (``MODEL.FLOPS_CONVENTION``):
   ReLU/ReLU6/LeakyReLU/MaxPool/Dropout/ZeroPad/PixelShuffle = 0. Detectron2's ``Conv2d``
   wrapper and ``FrozenBatchNorm2d`` are added (thop would have skipped these subclasses).
 * ``"thop2x"`` — 2 x the thop count, Ultralytics' "GFLOPs" (= 2 x MACs): the convention of the
-  YOLOv8-seg / LMSF-A papers (design notes lmsfa-design.md §3).
+  YOLOv8-seg / LMSF-A papers (docs/lmsfa.md, "Counts").
 * ``"fvcore"`` — fvcore's ``FlopCountAnalysis`` (one per multiply-accumulate, transposed conv over
   the input grid, matmuls counted), Detectron2's own counter.
 

@@ -7,7 +7,7 @@ Python tags; :class:`SafeCfgNode` never does. Unknown keys and malformed files r
 from __future__ import annotations
 
 import os
-from typing import Iterable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 from . import compat  # noqa: F401
 
@@ -18,7 +18,7 @@ from detectron2.config import get_cfg
 
 from .errors import ConfigError
 
-__all__ = ["SafeCfgNode", "add_medseg_config", "get_project_cfg", "load_config"]
+__all__ = ["SafeCfgNode", "add_medseg_config", "get_project_cfg", "load_config", "read_config_tree"]
 
 
 class SafeCfgNode(_D2CfgNode):
@@ -65,6 +65,13 @@ def add_medseg_config(cfg: _D2CfgNode) -> None:
     # Detectron2 drops training images without annotations by default; images with no
     # instances are valid negatives in medical video, so keep them.
     cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS = False
+    # Final training phase with a different data pipeline: for the last FINAL_PHASE_ITERS
+    # iterations the train loader is rebuilt with FINAL_PHASE_OPTS (KEY VALUE pairs) applied,
+    # e.g. ["INPUT.YOLO.MOSAIC_PROB", "0.0"] to close mosaic as Ultralytics does (close_mosaic
+    # = 10 epochs by default there; the LMSF-A release trains with it off). 0 = no final phase.
+    cfg.DATALOADER.FINAL_PHASE_ITERS = 0
+    # KEY VALUE overrides of the final phase's train loader (see FINAL_PHASE_ITERS).
+    cfg.DATALOADER.FINAL_PHASE_OPTS = []
     # Optimizer: "SGD" or "ADAMW".
     cfg.SOLVER.OPTIMIZER = "SGD"
     # Power of the "WarmupPolyLR" schedule (lr * (1 - it / max_iter) ** power).
@@ -119,17 +126,16 @@ def add_medseg_config(cfg: _D2CfgNode) -> None:
     add_volumetric_config(cfg)
 
 
-def _project_config_functions():
-    from .projects import project_config_functions
+def get_project_cfg(config_functions: Optional[Sequence[Callable]] = None) -> SafeCfgNode:
+    """Detectron2 defaults + shared keys + the given projects' ``add_*_config`` functions
+    (default: every installed project's)."""
+    if config_functions is None:
+        from .projects import project_config_functions
 
-    return project_config_functions()
-
-
-def get_project_cfg() -> SafeCfgNode:
-    """Detectron2 defaults + shared keys + every installed project's ``add_*_config``."""
+        config_functions = project_config_functions()
     cfg = SafeCfgNode(get_cfg())
     add_medseg_config(cfg)
-    for fn in _project_config_functions():
+    for fn in config_functions:
         fn(cfg)
     # add_*_config functions create sub-nodes with Detectron2's CfgNode; YAML merging would then
     # refuse to merge a SafeCfgNode into them ("Type mismatch"), so re-type the whole tree.
@@ -139,8 +145,11 @@ def get_project_cfg() -> SafeCfgNode:
 def load_config(
     config_file: Optional[str], opts: Sequence[str] = (), freeze: bool = True
 ) -> SafeCfgNode:
-    """Build the full config from a YAML file and ``KEY VALUE`` overrides."""
-    cfg = get_project_cfg()
+    """Build the config of a YAML file and ``KEY VALUE`` overrides, with the keys of the projects
+    they need (``medseg_core.projects``: only those projects are imported)."""
+    from .projects import config_functions_for
+
+    cfg = get_project_cfg(config_functions_for(config_file, opts))
     if config_file:
         cfg.merge_from_file(config_file)
     if opts:
@@ -151,6 +160,63 @@ def load_config(
     if freeze:
         cfg.freeze()
     return cfg
+
+
+def _yaml_value(text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _merge_tree(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merge_tree(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml_tree(path: str, depth: int = 0) -> Optional[dict]:
+    if depth > 20 or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = yaml.safe_load(f) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(tree, dict):
+        return None
+    base = tree.pop("_BASE_", None)
+    if isinstance(base, str):
+        base = os.path.expanduser(base)
+        if not base.startswith(("/", "https://", "http://")):
+            base = os.path.join(os.path.dirname(path), base)  # Detectron2's rule
+        parent = _read_yaml_tree(base, depth + 1)
+        if parent is None:
+            return None
+        tree = _merge_tree(parent, tree)
+    return tree
+
+
+def read_config_tree(config_file: Optional[str], opts: Sequence[str] = ()) -> Optional[dict]:
+    """The nested dict a config file (with its ``_BASE_`` chain) and ``KEY VALUE`` overrides
+    describe, read with ``yaml.safe_load`` and without any schema; None when a file cannot be
+    read (loading it then reports why). Used to decide which projects a config needs."""
+    tree: dict = {}
+    if config_file:
+        tree = _read_yaml_tree(config_file)
+        if tree is None:
+            return None
+    opts = list(opts)
+    for key, value in zip(opts[0::2], opts[1::2]):
+        node = tree
+        parts = str(key).split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {}) if isinstance(node.get(part), dict) or part not in node else {}
+        node[parts[-1]] = _yaml_value(value)
+    return tree
 
 
 def set_num_classes(cfg, num_classes: int) -> None:
@@ -179,11 +245,3 @@ def list_config_files(root: str, include_base: bool = False) -> List[str]:
             if f.endswith(".yaml") and (include_base or not f.startswith("Base")):
                 out.append(os.path.join(dirpath, f))
     return sorted(out)
-
-
-def iter_opts(pairs: Iterable[tuple]) -> List[str]:
-    """Flatten ``[(key, value), ...]`` into Detectron2's ``opts`` list."""
-    out: List[str] = []
-    for k, v in pairs:
-        out += [k, str(v)]
-    return out

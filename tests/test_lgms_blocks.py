@@ -66,7 +66,7 @@ def test_unfold_matches_mobilevit_layout_and_roundtrips():
 def test_gms_block_shapes_and_params():
     blk = GMSBlock(64, 128, (96, 32), mlp_dim=256)
     assert blk(torch.randn(2, 64, 8, 12)).shape == (2, 128, 8, 12)
-    # encoder4 of the released model (notes: about 0.39 M), counted by hand:
+    # encoder4 of the released model (about 0.39 M), counted by hand:
     local = 64 * 128 * 9 + 256 + 128 * 128 + 256
     conv_branch = 32 * 9 + 64 + 32 + 64
     attention = 2 * 96 + 96 * 96 + (32 * 96 + 96)  # LN, qkv (3 x 4 heads x 8), out proj

@@ -15,12 +15,12 @@ KVASIR = "configs/Kvasir-SemanticSegmentation"
 @pytest.mark.parametrize(
     "config, params, gmacs_thop, gflops_fvcore",
     [
-        # LGMSNet paper: 2.32 M / 4.89; design notes (upstream class, thop 0.1.1 / fvcore 0.1.5):
+        # LGMSNet paper: 2.32 M / 4.89; the authors' class (thop 0.1.1 / fvcore 0.1.5):
         # 4.893 G / 5.076 G
         ("lgmsnet_256.yaml", 2_321_393, 4.8925, 5.0762),
-        # CMUNeXt paper: 3.14 M / 7.41; notes: 7.418 G thop, 7.317 G fvcore
+        # CMUNeXt paper: 3.14 M / 7.41; the authors' class: 7.418 G thop, 7.317 G fvcore
         ("cmunext_256.yaml", 3_149_185, 7.418, 7.317),
-        # TinyU-Net paper: 0.48 M / 1.66; notes: 1.659 G thop, 1.610 G fvcore
+        # TinyU-Net paper: 0.48 M / 1.66; the authors' class: 1.659 G thop, 1.610 G fvcore
         ("tinyunet_256.yaml", 481_105, 1.6592, 1.6100),
     ],
 )

@@ -1,4 +1,4 @@
-"""LMSF-A parameter / FLOP targets (issue 3, design notes §3) and deploy-fusion equivalence.
+"""LMSF-A parameter / FLOP targets (docs/lmsfa.md, "Counts") and deploy-fusion equivalence.
 
 Counts are taken from the configs under configs/Endoscapes-InstanceSegmentation at nc = 4 (the
 PELD class count the paper's numbers are for). FLOPs of the table rows are counted with the

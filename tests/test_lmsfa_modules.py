@@ -1,4 +1,4 @@
-"""LMSF-A paper modules: output shapes, parameter formulas (design notes §2), re-parameterisation
+"""LMSF-A paper modules: output shapes, parameter formulas (docs/lmsfa.md), re-parameterisation
 equivalence (RepVGGDW, RVB, Conv-BN, SSFF), EMA against hand-computed cases, DFL decoding."""
 
 import numpy as np
@@ -78,7 +78,7 @@ def test_c2f_pro_param_formula(c1, c2, n):
     rvb = 4 * c * c + 21 * c
     assert n_params(C2fPro(c1, c2, n, attention="none")) == skeleton + n * rvb
     assert n_params(C2fPro(c1, c2, n, attention="EMA")) == skeleton + n * (rvb + 10 * cg * cg + 4 * cg)
-    # design notes §2.4 check: backbone layer 2 of the n-scale model
+    # backbone layer 2 of the n-scale model (docs/lmsfa.md, C2f-Pro)
     assert n_params(C2fPro(32, 32, 1, attention="EMA")) == 4096
 
 

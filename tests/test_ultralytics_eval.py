@@ -57,7 +57,7 @@ def test_matching_follows_ultralytics_uniqueness_rules():
 def test_letterbox_geometry_matches_ultralytics_rect_validation():
     # 854x480 at 640: content 640x360, canvas ceil(11.25 + .5)*32 = 384 by ceil(20 + .5)*32 = 672
     assert letterbox_geometry(480, 854, 640) == (384, 672, 360, 640, 12, 16)
-    # PELD frames 1080x720: content 640x427 in a 672x448 canvas, masks at 168x112 (notes §4)
+    # PELD frames 1080x720: content 640x427 in a 672x448 canvas, masks at 168x112 (docs/lmsfa.md)
     assert letterbox_geometry(720, 1080, 640) == (448, 672, 427, 640, 10, 16)
     assert letterbox_geometry(512, 512, 640) == (672, 672, 640, 640, 16, 16)
 

@@ -166,7 +166,8 @@ def test_hippocampus_mapper_on_real_volumes(shared_data, repo_root):
     val = DatasetCatalog.get("msd_hippocampus_val")
     assert len(train) == 182 and len(val) == 26
     out = build_dataset_mapper(c, True)(train[0])
-    assert out["image"].shape == (1, 32, 48, 32) and out["label"].shape == (32, 48, 32)
+    # the planned patch: median shape 36 x 50 x 35 rounded up to LightMedSeg's stride 16
+    assert out["image"].shape == (1, 48, 64, 48) and out["label"].shape == (48, 64, 48)
     assert set(out["label"].unique().tolist()) <= {0, 1, 2}
     t = build_dataset_mapper(c, False, "msd_hippocampus_val")(val[0])
     assert t["image"].shape == (1,) + tuple(val[0]["shape"])

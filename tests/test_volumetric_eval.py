@@ -81,6 +81,9 @@ def test_summary_means_over_volumes_skip_nan():
     assert math.isclose(res["mHD95"], 2.5)
     assert res["num_volumes"] == 2.0
     assert "Dice-background" not in res  # background excluded
+    # sample std over volumes: a has two volumes (1.0, 0.5), b only one
+    assert math.isclose(res["DiceStd-a"], 100 * math.sqrt(0.125)) and math.isnan(res["DiceStd-b"])
+    assert math.isclose(res["HD95Std-a"], math.sqrt(2.0))
 
 
 def test_evaluator_on_smoke_volumes_perfect_and_wrong(tmp_path, repo_root):

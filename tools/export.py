@@ -151,6 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
     logger.setLevel(logging.INFO)
     logging.getLogger("medseg_core.deploy").setLevel(logging.INFO)
+    from medseg_core.atomic import atomic_write_json
     from medseg_core.config import load_config
     from medseg_core.deploy import DeployNetwork
     from medseg_core.deploy.export import (
@@ -262,10 +263,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.check_only:
         old.update({k: meta[k] for k in ("checks", "network_latency_ms", "evaluation", "check_images")})
         meta = old
-    tmp = meta_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=2)
-    os.replace(tmp, meta_path)
+    atomic_write_json(meta_path, meta, indent=2)
 
     print(f"\n{type(model).__name__} ({os.path.basename(args.config_file)}), fused={not args.no_fuse}, input "
           f"{meta['input']['shape']}, checked on {len(frames)} real image(s) against PyTorch")

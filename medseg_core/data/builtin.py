@@ -36,8 +36,6 @@ ENDOSCAPES_CLASSES = [
 TEETH_CLASSES = [str(q * 10 + t) for q in (1, 2, 3, 4) for t in range(1, 9)]
 SPLITS = ("train", "val", "test")
 
-_REGISTERED: List[str] = []
-
 
 def repo_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -116,9 +114,5 @@ def register_all_builtin(root: Optional[str] = None) -> List[str]:
                 stuff_classes=["background", "anterior", "posterior"], ignore_label=255,
             )
             names.append(f"msd_hippocampus_{split}")
-    _REGISTERED[:] = names
     return names
 
-
-def registered_builtin() -> List[str]:
-    return list(_REGISTERED)

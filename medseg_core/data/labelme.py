@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import logging
 import math
 import os
@@ -34,6 +33,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 from PIL import Image
 
+from ..atomic import atomic_write_json
 from ..errors import DatasetError
 from .registration import IMAGE_EXTS
 from .validation import image_size_from_header, read_json
@@ -244,9 +244,6 @@ def convert_labelme_folder(
         raise DatasetError(f"{folder}: no LabelMe .json files found")
     coco = labelme_to_coco(paths, folder, classes, aliases, skip_unknown)
     os.makedirs(os.path.dirname(os.path.abspath(out_json)), exist_ok=True)
-    tmp = out_json + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(coco, f)
-    os.replace(tmp, out_json)
+    atomic_write_json(out_json, coco)
     logger.info("Wrote %s: %d images, %d instances", out_json, len(coco["images"]), len(coco["annotations"]))
     return coco

@@ -92,10 +92,16 @@ def make_smoke_labelme(out_dir: str, num_images: int = 30, size: int = 256, seed
 
 
 def smoke_root() -> str:
-    """Where the generated smoke sets live: ``$MEDSEG_SMOKE_DIR`` or ``<repo>/datasets/smoke``."""
+    """Where the generated smoke sets live: ``$MEDSEG_SMOKE_DIR``, else ``<repo>/datasets/smoke`` in
+    a source checkout, else (an installed wheel) ``$XDG_CACHE_HOME/medseg-d2/smoke``."""
     from .builtin import repo_root
 
-    return os.environ.get("MEDSEG_SMOKE_DIR") or os.path.join(repo_root(), "datasets", "smoke")
+    if os.environ.get("MEDSEG_SMOKE_DIR"):
+        return os.environ["MEDSEG_SMOKE_DIR"]
+    if os.path.isfile(os.path.join(repo_root(), "setup.py")):
+        return os.path.join(repo_root(), "datasets", "smoke")
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "medseg-d2", "smoke")
 
 
 def ensure_smoke_instances(root: str = "", num_images: int = 30, size: int = 256) -> Dict[str, str]:

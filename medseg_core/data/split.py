@@ -18,13 +18,13 @@ the test score leaks.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import defaultdict
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_write_json
 from ..errors import DatasetError
 
 __all__ = ["stratified_split", "split_coco_file"]
@@ -132,8 +132,6 @@ def split_coco_file(
         sub["images"] = [im for im in data["images"] if im["id"] in ids]
         sub["annotations"] = [a for a in data["annotations"] if a["image_id"] in ids]
         path = os.path.join(out_dir, f"instances_{name}.json")
-        with open(path + ".tmp", "w") as f:
-            json.dump(sub, f)
-        os.replace(path + ".tmp", path)
+        atomic_write_json(path, sub)
         paths[name] = path
     return paths

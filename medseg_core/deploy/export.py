@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..extras import require_extra
+
 __all__ = [
     "ONNX_OPSET", "make_export_friendly", "export_torchscript", "export_onnx", "export_openvino",
     "Tolerances", "raw_differences", "compare_results", "check_runtime",
@@ -80,6 +82,7 @@ def export_torchscript(net: nn.Module, example: Tensor, path: str) -> str:
 def export_onnx(net: nn.Module, example: Tensor, path: str, names: Sequence[str], dynamic: bool,
                 opset: int = ONNX_OPSET, divisibility: int = 32) -> str:
     """ONNX through ``torch.export`` (dynamo exporter); dynamic H/W are multiples of ``divisibility``."""
+    require_extra("deploy", "ONNX export")
     kwargs = {}
     if dynamic:
         d = torch.export.Dim
@@ -99,6 +102,7 @@ def export_onnx(net: nn.Module, example: Tensor, path: str, names: Sequence[str]
 
 def export_openvino(onnx_path: str, xml_path: str) -> str:
     """OpenVINO IR of an exported ONNX file, FP32 weights (``.xml`` + ``.bin`` next to it)."""
+    require_extra("deploy", "OpenVINO export")
     import openvino as ov
 
     # read_model, not convert_model: the latter splits a path containing commas into several models

@@ -84,7 +84,7 @@ def build_model_for_eval(cfg, fuse: bool = False) -> nn.Module:
     from ..engine.trainer import load_weights_for_eval
     from ..projects import load_projects
 
-    load_projects()
+    load_projects(cfg)  # only the projects this config names
     model = build_model(cfg)
     model.eval()
     if cfg.MODEL.WEIGHTS:

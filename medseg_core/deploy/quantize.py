@@ -17,6 +17,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..extras import require_extra
 from .interface import PreprocessContract
 
 __all__ = ["calibration_batches", "quantize_openvino"]
@@ -42,6 +43,7 @@ def calibration_batches(contract: PreprocessContract, files: Sequence[str],
 def quantize_openvino(xml_path: str, batches: Sequence[np.ndarray], out_xml: str, preset: str = "mixed",
                       fast_bias_correction: bool = True) -> str:
     """NNCF INT8 quantisation of the IR ``xml_path`` calibrated on ``batches``; saves ``out_xml``."""
+    require_extra("deploy", "INT8 quantisation")
     import nncf
     import openvino as ov
 

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..extras import require_extra
+
 __all__ = [
     "RUNTIMES", "TorchRuntime", "TorchScriptRuntime", "OnnxRuntime", "OpenVINORuntime", "TensorRTRuntime",
     "cuda_available",
@@ -87,6 +89,7 @@ class OnnxRuntime:
 
     def __init__(self, path: str, threads: int = 0, providers: Sequence[str] = ("CPUExecutionProvider",),
                  input_hw: Optional[Tuple[int, int]] = None) -> None:
+        require_extra("deploy", "the onnxruntime runtime")
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -109,6 +112,7 @@ class OpenVINORuntime:
 
     def __init__(self, path: str, threads: int = 0, device: str = "CPU", precision: str = "f32",
                  input_hw: Optional[Tuple[int, int]] = None, name: str = "openvino") -> None:
+        require_extra("deploy", "the openvino runtime")
         import openvino as ov
 
         if not os.path.isfile(path):

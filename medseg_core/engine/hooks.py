@@ -4,7 +4,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from typing import Dict
+from typing import Callable, Dict, Iterable, Sequence
 
 import torch
 
@@ -14,7 +14,7 @@ from detectron2.engine import HookBase
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ModelEMA", "ModelEMAHook", "MomentumWarmupHook"]
+__all__ = ["ModelEMA", "ModelEMAHook", "MomentumWarmupHook", "FinalDataPhaseHook"]
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -81,3 +81,40 @@ class MomentumWarmupHook(HookBase):
         for group in self.trainer.optimizer.param_groups:
             if "momentum" in group:
                 group["momentum"] = m
+
+
+class FinalDataPhaseHook(HookBase):
+    """Switches the training data pipeline for the last ``final_iters`` iterations.
+
+    At iteration ``max_iter - final_iters`` (also when a run resumes past that point) the train
+    loader is rebuilt from a copy of the config with ``opts`` applied (``KEY VALUE`` pairs, e.g.
+    mosaic off: Ultralytics' ``close_mosaic``). Rebuilding the loader, rather than flipping a flag
+    on the mapper, also reaches mappers that live in data-loader worker processes.
+    """
+
+    def __init__(self, cfg, final_iters: int, opts: Sequence[str],
+                 build_loader: Callable[[object], Iterable]) -> None:
+        if len(opts) % 2:
+            raise ValueError(f"DATALOADER.FINAL_PHASE_OPTS must be KEY VALUE pairs, got {list(opts)}")
+        self.cfg, self.final_iters, self.opts = cfg, int(final_iters), [str(o) for o in opts]
+        self.build_loader = build_loader
+        self.switched = False
+
+    def switch_iter(self, max_iter: int) -> int:
+        return max(int(max_iter) - self.final_iters, 0)
+
+    def before_step(self) -> None:
+        if self.switched or self.trainer.iter < self.switch_iter(self.trainer.max_iter):
+            return
+        cfg = self.cfg.clone()
+        cfg.defrost()
+        cfg.merge_from_list(self.opts)
+        cfg.freeze()
+        loader = self.build_loader(cfg)
+        inner = self.trainer._trainer
+        old = inner.data_loader
+        inner.data_loader, inner._data_loader_iter = loader, iter(loader)
+        del old  # lets worker processes of the previous loader exit
+        self.switched = True
+        logger.info("Final data phase from iteration %d: train loader rebuilt with %s",
+                    self.trainer.iter, self.opts)

@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -33,10 +32,11 @@ from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 
+from ..atomic import atomic_write_json
 from ..checkpoint import SafeCheckpointer
 from ..data.mappers import build_dataset_mapper
 from ..evaluation import build_evaluators
-from .hooks import ModelEMA, ModelEMAHook, MomentumWarmupHook
+from .hooks import FinalDataPhaseHook, ModelEMA, ModelEMAHook, MomentumWarmupHook
 from .solver import build_lr_scheduler, build_optimizer
 
 logger = logging.getLogger(__name__)
@@ -169,6 +169,10 @@ class MedSegTrainer(DefaultTrainer):
             ret.append(MomentumWarmupHook(cfg.SOLVER.WARMUP_MOMENTUM, cfg.SOLVER.MOMENTUM, cfg.SOLVER.WARMUP_ITERS))
         if self.model_ema is not None:
             ret.append(ModelEMAHook(self.model_ema))
+        if cfg.DATALOADER.FINAL_PHASE_ITERS > 0:
+            ret.append(FinalDataPhaseHook(
+                cfg, cfg.DATALOADER.FINAL_PHASE_ITERS, cfg.DATALOADER.FINAL_PHASE_OPTS, self.build_train_loader
+            ))
         if comm.is_main_process():
             ret.append(hooks.PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD))
 
@@ -232,10 +236,7 @@ def write_results_json(output_dir: str, dataset_name: str, res: Dict, iteration:
     folder = os.path.join(output_dir, "inference", dataset_name)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, "results.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump({"dataset": dataset_name, "iteration": iteration, "results": res}, f, indent=2, default=float)
-    os.replace(tmp, path)
+    atomic_write_json(path, {"dataset": dataset_name, "iteration": iteration, "results": res}, indent=2, default=float)
     return path
 
 

@@ -27,7 +27,7 @@ def build_evaluators(cfg, dataset_name: str, output_dir: Optional[str] = None) -
         if etype not in DEFAULT_EVALUATORS_BY_TYPE:
             raise ValueError(
                 f"data set '{dataset_name}' has evaluator_type {etype!r}; set TEST.EVALUATORS to one of "
-                f"{sorted(EVALUATOR_REGISTRY._obj_map)}"
+                f"{sorted(name for name, _ in EVALUATOR_REGISTRY)}"
             )
         names = DEFAULT_EVALUATORS_BY_TYPE[etype]
     evaluators = [EVALUATOR_REGISTRY.get(n)(cfg, dataset_name, output_dir) for n in names]

@@ -25,7 +25,6 @@ written to ``<output_dir>/per_image_metrics.json``.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import OrderedDict
@@ -39,6 +38,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 
+from ..atomic import atomic_write_json
 from ..data.mappers import read_label_mask
 from .registry import EVALUATOR_REGISTRY
 from .semantic_paper import paper_binary_scores, per_image_class_scores, resize_nearest
@@ -178,9 +178,7 @@ class SemSegEvaluator(DatasetEvaluator):
         if self._output_dir and comm.is_main_process():
             os.makedirs(self._output_dir, exist_ok=True)
             path = os.path.join(self._output_dir, "per_image_metrics.json")
-            with open(path + ".tmp", "w") as f:
-                json.dump({"dataset": self.dataset_name, "classes": self.class_names, "images": per_image}, f)
-            os.replace(path + ".tmp", path)
+            atomic_write_json(path, {"dataset": self.dataset_name, "classes": self.class_names, "images": per_image})
         return {"sem_seg": res}
 
 

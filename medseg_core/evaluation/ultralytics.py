@@ -1,8 +1,9 @@
 """Instance-segmentation metrics following the Ultralytics validator protocol ("ultralytics_segm").
 
 The LMSF-A paper's mAP values come from the Ultralytics 8.2 ``SegmentationValidator``
-(design notes §4), which differs from pycocotools. This evaluator reproduces that protocol for
-the outputs of ANY instance model (LMSF-A, Mask R-CNN, Mask2Former, ...), so numbers can be set
+(docs/lmsfa.md, "Evaluation protocols"), which differs from pycocotools. This evaluator
+reproduces that protocol for the outputs of ANY instance model (LMSF-A, Mask R-CNN, Mask2Former,
+...), so numbers can be set
 beside the paper's tables:
 
 * **letterbox geometry** per image: longest side resized to ``image_size`` (content

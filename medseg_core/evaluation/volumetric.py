@@ -6,7 +6,8 @@ whole volume, after :class:`~medseg_core.modeling.volumetric.VolumetricSegmentor
 sliding-window inference) with the label file read at its stored resolution, using MONAI's
 ``DiceMetric`` and ``HausdorffDistanceMetric(percentile=95)`` with the voxel spacing from the
 NIfTI header (HD95 in mm). Scores are then averaged over volumes per class (nnU-Net's "per-case
-Dice per class, averaged over cases").
+Dice per class, averaged over cases"), with their sample standard deviation over volumes
+(``DiceStd-<class>``, ``HD95Std-<class>``).
 
 Conventions (stated because papers differ):
 
@@ -118,6 +119,11 @@ def summarize_volume_scores(records: List[Dict], class_names: Sequence[str]) -> 
         a = a[~np.isnan(a)]
         return float(a.mean()) if a.size else float("nan")
 
+    def nanstd(a):
+        # sample standard deviation over volumes (the spread the papers report as +/-)
+        a = a[~np.isnan(a)]
+        return float(a.std(ddof=1)) if a.size > 1 else float("nan")
+
     per_dice = [nanmean(dice[:, k]) for k in range(len(fg))]
     per_hd = [nanmean(hd[:, k]) for k in range(len(fg))]
     res["mDice"] = 100 * nanmean(np.array(per_dice))
@@ -126,6 +132,10 @@ def summarize_volume_scores(records: List[Dict], class_names: Sequence[str]) -> 
         res[f"Dice-{name}"] = 100 * per_dice[k]
     for k, name in enumerate(fg):
         res[f"HD95-{name}"] = per_hd[k]
+    for k, name in enumerate(fg):
+        res[f"DiceStd-{name}"] = 100 * nanstd(dice[:, k])
+    for k, name in enumerate(fg):
+        res[f"HD95Std-{name}"] = nanstd(hd[:, k])
     for k, name in enumerate(fg):
         res[f"HD95-empty-{name}"] = float(empty[:, k].sum())
     res["num_volumes"] = float(len(records))

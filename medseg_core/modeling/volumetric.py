@@ -9,7 +9,10 @@ meta-architecture that the shared trainer drives:
 * **training** takes the "volume" mapper's random crops (``"image"`` (C, d, h, w) float,
   ``"label"`` (d, h, w) int64) and returns ``{"loss_dice", "loss_ce"}`` (soft Dice + cross
   entropy, weights and Dice convention configurable, ``MODEL.VOLUMETRIC.IGNORE_LABEL`` voxels
-  excluded from both);
+  excluded from both). With deep supervision (``MODEL.VOLUMETRIC.DEEP_SUPERVISION``) a
+  network that has ``forward_deep_supervision(x) -> [full, 1/2, 1/4, ...]`` decoder outputs
+  is trained on the weighted sum of each output's loss against the label down-sampled by
+  nearest neighbour (nnU-Net; the weights are normalised to sum 1);
 * **inference** runs MONAI's ``sliding_window_inference`` over the whole volume (ROI, overlap,
   constant/Gaussian blending from ``MODEL.VOLUMETRIC.SLIDING_WINDOW``) and returns, per input,
   ``{"pred_label": (D, H, W) int64}`` with the input's spatial shape, plus ``"sem_seg"``
@@ -21,10 +24,12 @@ the far end of each axis (labels with the ignore label) and the output is croppe
 volume sizes never crash; the same holds for every sliding window (MONAI itself pads volumes
 smaller than the ROI).
 
-Sliding-window conventions follow the 3D peers surveyed in the design notes (§3.3): MONAI's
-sliding window with 50% overlap and Gaussian importance weighting (sigma = ROI/8, nnU-Net's
-choice), blending **logits** (as nnU-Net v2 does) before the softmax; optional mirror test-time
-augmentation over all axis combinations (nnU-Net's default, off here for CPU cost).
+Sliding-window conventions follow nnU-Net and MONAI: 50% overlap and Gaussian importance
+weighting (sigma = ROI/8, nnU-Net's choice), blending **logits** (as nnU-Net v2 does) before the
+softmax; the window can be the training patch (``ROI_SIZE (-1, -1, -1)``); optional mirror
+test-time augmentation over all axis combinations (nnU-Net's default; the key's default is off
+for CPU cost, the msd-hippocampus recipe turns it on). A prediction made at a resampled
+spacing (input key ``"orig_shape"``) is interpolated back to the stored grid before the argmax.
 """
 from __future__ import annotations
 
@@ -50,6 +55,8 @@ __all__ = [
     "add_volumetric_config",
     "VolumetricSegmentor",
     "dice_ce_loss",
+    "deep_supervision_outputs",
+    "downsample_label",
     "pad_to_divisible",
 ]
 
@@ -99,7 +106,8 @@ def add_volumetric_config(cfg) -> None:
 
     cfg.MODEL.VOLUMETRIC.SLIDING_WINDOW = CN()
     # Window (ROI) size in voxels, array-axis order; (0, 0, 0) runs the whole (padded) volume
-    # in one pass. Best a multiple of the network's size divisibility (else each window is
+    # in one pass; (-1, -1, -1) uses the training patch size (INPUT.VOLUME.CROP_SIZE or its
+    # plan; nnU-Net). Best a multiple of the network's size divisibility (else each window is
     # padded up to it, which costs compute but is correct).
     cfg.MODEL.VOLUMETRIC.SLIDING_WINDOW.ROI_SIZE = (0, 0, 0)
     # Fraction of overlap between neighbouring windows (nnU-Net / LGMSNet-3D: 0.5).
@@ -111,10 +119,36 @@ def add_volumetric_config(cfg) -> None:
     # Windows evaluated per network call.
     cfg.MODEL.VOLUMETRIC.SLIDING_WINDOW.BATCH_SIZE = 1
 
+    cfg.MODEL.VOLUMETRIC.DEEP_SUPERVISION = CN()
+    # Deep supervision: networks with a ``forward_deep_supervision`` method (decoder outputs at
+    # full, 1/2, 1/4, ... resolution) are trained on a weighted sum of the Dice + CE losses of
+    # every output against the label down-sampled by nearest neighbour (nnU-Net). Networks
+    # without such outputs train on their single output.
+    cfg.MODEL.VOLUMETRIC.DEEP_SUPERVISION.ENABLED = True
+    # Loss weight per output, full resolution first; the number of entries is the number of
+    # outputs used (normalised to sum 1). nnU-Net's 1, 1/2, 1/4 with the lowest set to 0 for a
+    # 3-pooling plan (Task04 Hippocampus) leaves (1, 0.5).
+    cfg.MODEL.VOLUMETRIC.DEEP_SUPERVISION.WEIGHTS = (1.0, 0.5)
+
     cfg.INPUT.VOLUME = CN()
-    # Training crop size in voxels (array-axis order of the NIfTI data); smaller volumes are
-    # zero-padded (label: background) up to it first.
-    cfg.INPUT.VOLUME.CROP_SIZE = (48, 64, 48)
+    # Training patch (crop) size in voxels, array-axis order; smaller volumes are zero-padded
+    # (label: background) up to it first. (0, 0, 0): planned from the training set's median
+    # shape, rounded up to the network's stride (nnU-Net's rule; medseg_core.data.volumetric_plan).
+    cfg.INPUT.VOLUME.CROP_SIZE = (0, 0, 0)
+    # Upper bound on the planned patch's voxel count (0: none); the axis with the largest
+    # patch/median ratio shrinks by one stride step until it fits (CPU cost per iteration).
+    cfg.INPUT.VOLUME.PLAN_MAX_VOXELS = 0
+    # Resample volumes whose spacing differs from TARGET_SPACING by more than 1% (trilinear
+    # image, nearest label); predictions are resampled back to the stored grid.
+    cfg.INPUT.VOLUME.RESAMPLE = True
+    # Target voxel spacing in mm, array-axis order; (0, 0, 0): the training set's median
+    # spacing (the coarse axis of anisotropic data: its 10th percentile; nnU-Net).
+    cfg.INPUT.VOLUME.TARGET_SPACING = (0.0, 0.0, 0.0)
+    # Where the data set statistics (shape/spacing per volume, medians) are cached as JSON;
+    # "" = $MEDSEG_CACHE_DIR/volume_stats or ~/.cache/medseg-d2/volume_stats.
+    cfg.INPUT.VOLUME.STATS_CACHE_DIR = ""
+    # Keep decoded, normalised volumes in memory up to this many MB per process (0: off).
+    cfg.INPUT.VOLUME.CACHE_MB = 1024
     # Probability that a crop is centred on a foreground voxel (else on a background voxel),
     # MONAI RandCropByPosNegLabeld; nnU-Net oversamples foreground with 0.33.
     cfg.INPUT.VOLUME.FOREGROUND_CROP_PROB = 0.33
@@ -129,23 +163,52 @@ def add_volumetric_config(cfg) -> None:
     cfg.INPUT.VOLUME.INTENSITY_RANGE = (-175.0, 250.0)
     # (lower, upper) percentiles for NORMALIZE "percentile".
     cfg.INPUT.VOLUME.PERCENTILES = (0.5, 99.5)
+    # Probability of a random rotation about all three axes (nnU-Net: 0.2).
+    cfg.INPUT.VOLUME.ROTATE_PROB = 0.2
+    # Rotation range, +/- degrees per axis (nnU-Net, isotropic 3D: 30).
+    cfg.INPUT.VOLUME.ROTATE_DEGREES = 30.0
+    # Probability of a random zoom (nnU-Net: 0.2).
+    cfg.INPUT.VOLUME.SCALE_PROB = 0.2
+    # Zoom factor range (nnU-Net: 0.7 - 1.4).
+    cfg.INPUT.VOLUME.SCALE_RANGE = (0.7, 1.4)
+    # Probability of additive Gaussian noise (nnU-Net: 0.1).
+    cfg.INPUT.VOLUME.NOISE_PROB = 0.1
+    # Upper bound of the noise standard deviation, drawn uniformly per sample (normalised units).
+    cfg.INPUT.VOLUME.NOISE_STD = 0.1
+    # Probability of a Gaussian blur (nnU-Net: 0.2).
+    cfg.INPUT.VOLUME.BLUR_PROB = 0.2
+    # Blur sigma range in voxels (nnU-Net: 0.5 - 1).
+    cfg.INPUT.VOLUME.BLUR_SIGMA = (0.5, 1.0)
+    # Probability of multiplying intensities by (1 + U(-SCALE, SCALE)) (nnU-Net brightness: 0.15).
+    cfg.INPUT.VOLUME.SCALE_INTENSITY_PROB = 0.15
+    # Range of that relative intensity scaling (nnU-Net: 0.75 - 1.25).
+    cfg.INPUT.VOLUME.SCALE_INTENSITY = 0.25
+    # Probability of adding U(-SHIFT, SHIFT) to intensities (MONAI RandShiftIntensity; not in
+    # nnU-Net).
+    cfg.INPUT.VOLUME.SHIFT_INTENSITY_PROB = 0.0
+    # Range of that additive intensity shift (in normalised units).
+    cfg.INPUT.VOLUME.SHIFT_INTENSITY = 0.1
+    # Probability of a contrast change around the mean, range kept (nnU-Net: 0.15).
+    cfg.INPUT.VOLUME.CONTRAST_PROB = 0.15
+    # Contrast factor range 1 +/- this (nnU-Net: 0.75 - 1.25).
+    cfg.INPUT.VOLUME.CONTRAST = 0.25
+    # Probability of simulated low resolution: down-sample (nearest), up-sample back (nnU-Net: 0.25).
+    cfg.INPUT.VOLUME.LOWRES_PROB = 0.25
+    # Zoom range of that down-sampling (nnU-Net: 0.5 - 1).
+    cfg.INPUT.VOLUME.LOWRES_ZOOM = (0.5, 1.0)
+    # Probability of a gamma transform on [0, 1]-rescaled intensities, mean/std kept (nnU-Net: 0.3).
+    cfg.INPUT.VOLUME.GAMMA_PROB = 0.3
+    # Gamma range (nnU-Net: 0.7 - 1.5).
+    cfg.INPUT.VOLUME.GAMMA_RANGE = (0.7, 1.5)
     # Array axes that may be flipped in training, each independently with FLIP_PROB.
     cfg.INPUT.VOLUME.FLIP_AXES = (0, 1, 2)
-    # Per-axis flip probability (LGMSNet-3D pipeline: 0.2; 0 disables flips).
+    # Per-axis flip probability (nnU-Net mirroring: 0.5; LGMSNet-3D pipeline: 0.2; 0 disables).
     cfg.INPUT.VOLUME.FLIP_PROB = 0.5
     # Probability of a random 90-degree rotation in the plane of ROTATE90_AXES (the crop must
     # be square in that plane so that batches stack).
     cfg.INPUT.VOLUME.ROTATE90_PROB = 0.0
     # The two array axes of the 90-degree rotation plane.
     cfg.INPUT.VOLUME.ROTATE90_AXES = (0, 2)
-    # Probability of multiplying intensities by (1 + U(-SCALE, SCALE)) (MONAI RandScaleIntensity).
-    cfg.INPUT.VOLUME.SCALE_INTENSITY_PROB = 0.1
-    # Range of that relative intensity scaling.
-    cfg.INPUT.VOLUME.SCALE_INTENSITY = 0.1
-    # Probability of adding U(-SHIFT, SHIFT) to intensities (MONAI RandShiftIntensity).
-    cfg.INPUT.VOLUME.SHIFT_INTENSITY_PROB = 0.1
-    # Range of that additive intensity shift (in normalised units).
-    cfg.INPUT.VOLUME.SHIFT_INTENSITY = 0.1
 
 
 def build_volume_network(cfg) -> nn.Module:
@@ -154,14 +217,28 @@ def build_volume_network(cfg) -> nn.Module:
     if not name:
         raise ConfigError(
             "MODEL.VOLUMETRIC.NETWORK is empty; set it to one of "
-            f"{sorted(VOLUME_NETWORK_REGISTRY._obj_map)} (import the model's project first)"
+            f"{sorted(name for name, _ in VOLUME_NETWORK_REGISTRY)} (import the model's project first)"
         )
     if name not in VOLUME_NETWORK_REGISTRY:
         raise ConfigError(
             f"MODEL.VOLUMETRIC.NETWORK={name!r} is not registered; known: "
-            f"{sorted(VOLUME_NETWORK_REGISTRY._obj_map)}"
+            f"{sorted(name for name, _ in VOLUME_NETWORK_REGISTRY)}"
         )
     return VOLUME_NETWORK_REGISTRY.get(name)(cfg)
+
+
+def deep_supervision_outputs(cfg) -> int:
+    """How many outputs (full resolution first) a network should return for deep supervision:
+    ``len(MODEL.VOLUMETRIC.DEEP_SUPERVISION.WEIGHTS)`` when enabled, else 1."""
+    ds = cfg.MODEL.VOLUMETRIC.DEEP_SUPERVISION
+    return max(len(ds.WEIGHTS), 1) if ds.ENABLED else 1
+
+
+def downsample_label(label: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """``(B, D, H, W)`` int labels -> ``(B, *size)`` by nearest neighbour (ignore label kept)."""
+    if tuple(label.shape[1:]) == tuple(size):
+        return label
+    return F.interpolate(label[:, None].float(), size=tuple(size), mode="nearest")[:, 0].round().long()
 
 
 def pad_to_divisible(
@@ -245,6 +322,8 @@ class VolumetricSegmentor(nn.Module):
         sw_batch_size: int = 1,
         mirror_tta: bool = False,
         return_probs: bool = False,
+        deep_supervision_weights: Sequence[float] = (),
+        roi_resolver=None,
     ):
         super().__init__()
         self.network = network
@@ -253,9 +332,15 @@ class VolumetricSegmentor(nn.Module):
         self.size_divisibility = int(size_divisibility or getattr(network, "size_divisibility", 0) or 0)
         self.loss_cfg = dict(loss_cfg or {})
         self.roi_size = tuple(int(r) for r in roi_size)
-        if len(self.roi_size) != 3 or (any(self.roi_size) and not all(self.roi_size)):
+        # (-1, -1, -1): the training patch, resolved on first use (the plan may need the training
+        # set's statistics, which building a model for export or counting must not require)
+        self._roi_resolver = roi_resolver
+        if self.roi_size == (-1, -1, -1) and roi_resolver is None:
+            raise ConfigError("MODEL.VOLUMETRIC.SLIDING_WINDOW.ROI_SIZE (-1, -1, -1) needs the training patch (a config)")
+        if len(self.roi_size) != 3 or (self.roi_size != (-1, -1, -1) and (
+                any(r < 0 for r in self.roi_size) or (any(self.roi_size) and not all(self.roi_size)))):
             raise ConfigError(
-                f"MODEL.VOLUMETRIC.SLIDING_WINDOW.ROI_SIZE must be 3 positive sizes or (0, 0, 0), "
+                f"MODEL.VOLUMETRIC.SLIDING_WINDOW.ROI_SIZE must be 3 positive sizes, (0, 0, 0) or (-1, -1, -1), "
                 f"got {roi_size}"
             )
         if not 0 <= overlap < 1:
@@ -268,12 +353,24 @@ class VolumetricSegmentor(nn.Module):
         self.sw_batch_size = int(sw_batch_size)
         self.mirror_tta = bool(mirror_tta)
         self.return_probs = bool(return_probs)
+        w = [float(x) for x in deep_supervision_weights]
+        if any(x < 0 for x in w) or (w and sum(w) <= 0):
+            raise ConfigError(f"MODEL.VOLUMETRIC.DEEP_SUPERVISION.WEIGHTS must be >= 0 with a positive sum, got {w}")
+        # normalised to sum 1 (nnU-Net); used only with a network that has multi-scale outputs
+        self.ds_weights = [x / sum(w) for x in w] if len(w) > 1 else []
         # carries the device (there is no pixel-mean buffer in this meta-arch)
         self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
 
     @classmethod
     def from_config(cls, cfg) -> Dict:
         v = cfg.MODEL.VOLUMETRIC
+        roi = tuple(int(r) for r in v.SLIDING_WINDOW.ROI_SIZE)
+        resolver = None
+        if roi == (-1, -1, -1):
+            from ..data.volumetric_plan import volume_plan
+
+            plan_cfg = cfg.clone()
+            resolver = lambda: volume_plan(plan_cfg).crop_size  # noqa: E731
         return {
             "network": build_volume_network(cfg),
             "num_classes": v.NUM_CLASSES,
@@ -287,13 +384,15 @@ class VolumetricSegmentor(nn.Module):
                 "squared_pred": v.LOSS.DICE_SQUARED_PRED,
                 "smooth": v.LOSS.DICE_SMOOTH,
             },
-            "roi_size": v.SLIDING_WINDOW.ROI_SIZE,
+            "roi_size": roi,
             "overlap": v.SLIDING_WINDOW.OVERLAP,
             "blend_mode": v.SLIDING_WINDOW.MODE,
             "sigma_scale": v.SLIDING_WINDOW.SIGMA_SCALE,
             "sw_batch_size": v.SLIDING_WINDOW.BATCH_SIZE,
             "mirror_tta": v.MIRROR_TTA,
             "return_probs": v.RETURN_PROBS,
+            "deep_supervision_weights": tuple(v.DEEP_SUPERVISION.WEIGHTS) if v.DEEP_SUPERVISION.ENABLED else (),
+            "roi_resolver": resolver,
         }
 
     @property
@@ -315,6 +414,8 @@ class VolumetricSegmentor(nn.Module):
         return logits[..., : size[0], : size[1], : size[2]]
 
     def _window_logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.roi_size == (-1, -1, -1):
+            self.roi_size = tuple(int(r) for r in self._roi_resolver())
         if not all(self.roi_size):
             return self._padded_forward(x)
         from monai.inferers import sliding_window_inference
@@ -362,18 +463,40 @@ class VolumetricSegmentor(nn.Module):
             raise ValueError(f"label crop {tuple(y.shape[1:])} does not match image crop {tuple(x.shape[2:])}")
         x, _ = pad_to_divisible(x, self.size_divisibility)
         y, _ = pad_to_divisible(y, self.size_divisibility, value=self.ignore_label)
-        logits = self.network(x)
+        ds = getattr(self.network, "forward_deep_supervision", None)
+        if self.ds_weights and callable(ds):
+            outputs = list(ds(x))[: len(self.ds_weights)]
+        else:
+            outputs = [self.network(x)]
+        logits = outputs[0]
         if tuple(logits.shape) != (x.shape[0], self.num_classes) + tuple(x.shape[2:]):
             raise ValueError(
                 f"network {type(self.network).__name__} returned {tuple(logits.shape)} for input "
                 f"{tuple(x.shape)}; expected (B, {self.num_classes}, D, H, W) at the input resolution"
             )
-        return dice_ce_loss(logits, y, self.ignore_label, **self.loss_cfg)
+        if len(outputs) == 1:
+            return dice_ce_loss(logits, y, self.ignore_label, **self.loss_cfg)
+        weights = self.ds_weights[: len(outputs)]
+        total = sum(weights)
+        losses: Dict[str, torch.Tensor] = {}
+        for w, out in zip(weights, outputs):
+            if w == 0:
+                continue
+            part = dice_ce_loss(out, downsample_label(y, out.shape[2:]), self.ignore_label, **self.loss_cfg)
+            for k, v in part.items():
+                losses[k] = losses.get(k, 0.0) + (w / total) * v
+        return losses
 
     def inference(self, batched_inputs: List[Dict]) -> List[Dict[str, torch.Tensor]]:
         results = []
-        for img in self._images(batched_inputs):
-            logits = self.predict_logits(img.unsqueeze(0))[0]
+        for d, img in zip(batched_inputs, self._images(batched_inputs)):
+            logits = self.predict_logits(img.unsqueeze(0))
+            orig = d.get("orig_shape")
+            if orig is not None and tuple(orig) != tuple(logits.shape[2:]):
+                # the mapper resampled the volume to the target spacing: back to the stored grid
+                logits = F.interpolate(logits.float(), size=tuple(int(s) for s in orig), mode="trilinear",
+                                       align_corners=False)
+            logits = logits[0]
             prob = logits.float().softmax(0)
             res = {"pred_label": prob.argmax(0)}
             if self.return_probs:

@@ -8,6 +8,10 @@ from detectron2.config import CfgNode as CN
 
 def add_baselines_config(cfg) -> None:
     """Add the medseg_baselines keys to a Detectron2 config (in place)."""
+    from .volumetric import add_volumetric_baselines_config
+
+    # --- MONAI 3D baselines (MODEL.VOLUMETRIC_BASELINES.*, see volumetric.py) ---
+    add_volumetric_baselines_config(cfg)
     # --- timm backbone wrapper (build_timm_backbone / build_timm_fpn_backbone) ---
     cfg.MODEL.TIMM = CN()
     # timm model name, created with pretrained=False and features_only=True (no download).

@@ -7,7 +7,7 @@ Why ``transformers`` and not the registry package ``maskformer2`` (upstream Mask
 * ``maskformer2==0.1`` cannot build any model as shipped (``SetCriterion`` got a new signature
   but ``MaskFormer.from_config`` still passes ``weight_dict=``), ships no configs, and depends
   on URL-only packages and exact hydra/omegaconf pins, so it installs only with ``--no-deps``
-  and ``pip check`` then fails (../shared/notes/detectron2-install.md §6);
+  and ``pip check`` then fails (docs/baselines.md);
 * ``transformers`` is already a dependency, ``pip check`` stays clean, the model builds offline
   from a config with ``use_pretrained_backbone=False`` (no hub access), its multi-scale
   deformable attention has a pure-PyTorch path (CPU training works) and its loss is upstream's

@@ -1,9 +1,11 @@
-"""Config keys of the lgms project (LGMSNet 2D/3D and its U-Net / CMUNeXt / TinyU-Net baselines).
+"""Config keys of the lgms project (LGMSNet 2D/3D and its 2D baselines).
 
 Models are chosen with Detectron2's own keys: ``MODEL.META_ARCHITECTURE
 "LGMSSemanticSegmentor"``, ``MODEL.BACKBONE.NAME`` ("LGMSNetBackbone", "UNetBackbone",
-"CMUNeXtBackbone", "TinyUNetBackbone"), ``MODEL.SEM_SEG_HEAD.NAME`` ("LGMSNetHead", "UNetHead",
-"CMUNeXtHead", "TinyUNetHead"),
+"CMUNeXtBackbone", "TinyUNetBackbone", "UNeXtBackbone", and the whole-network MONAI models
+"AttentionUNetBackbone", "UNetPlusPlusBackbone", "SwinUNETR2DBackbone"),
+``MODEL.SEM_SEG_HEAD.NAME`` ("LGMSNetHead", "UNetHead", "CMUNeXtHead", "TinyUNetHead",
+"UNeXtHead", "WholeNetworkHead" for the MONAI models),
 ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` (classes incl. background: 2 for binary) and
 ``MODEL.SEM_SEG_HEAD.IGNORE_VALUE``.
 """
@@ -71,3 +73,26 @@ def add_lgms_config(cfg) -> None:
     cfg.MODEL.TINYUNET = CN()
     # TinyU-Net encoder widths (TinyU-Net paper: 64, 128, 256, 512; 0.48 M parameters).
     cfg.MODEL.TINYUNET.DIMS = [64, 128, 256, 512]
+
+    cfg.MODEL.UNEXT = CN()
+    # UNeXt widths: three conv levels, then two tokenized-MLP levels (UNeXt paper: 1.47 M).
+    cfg.MODEL.UNEXT.DIMS = [16, 32, 128, 160, 256]
+
+    cfg.MODEL.ATTENTION_UNET = CN()
+    # MONAI AttentionUnet widths per level (Oktay et al.: 64..1024; one 2x down-sampling between levels).
+    cfg.MODEL.ATTENTION_UNET.CHANNELS = [64, 128, 256, 512, 1024]
+
+    cfg.MODEL.UNETPLUSPLUS = CN()
+    # MONAI BasicUNetPlusPlus widths: five levels + the up-sampling width (32-512: the FLOPs of
+    # LGMSNet's U-Net++ row, see unetplusplus.py).
+    cfg.MODEL.UNETPLUSPLUS.FEATURES = [32, 64, 128, 256, 512, 32]
+
+    cfg.MODEL.SWIN_UNETR_2D = CN()
+    # Embedding width of the first Swin stage (48: Swin-T widths, 25.1 M parameters).
+    cfg.MODEL.SWIN_UNETR_2D.FEATURE_SIZE = 48
+    # Swin blocks per stage.
+    cfg.MODEL.SWIN_UNETR_2D.DEPTHS = [2, 2, 2, 2]
+    # Attention heads per stage.
+    cfg.MODEL.SWIN_UNETR_2D.NUM_HEADS = [3, 6, 12, 24]
+    # Attention window edge in tokens.
+    cfg.MODEL.SWIN_UNETR_2D.WINDOW_SIZE = 7

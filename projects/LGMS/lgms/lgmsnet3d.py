@@ -14,7 +14,7 @@ the 2D layout of :mod:`.lgmsnet` with:
 
 Here the same classes run with ``nd=3`` (no copied code). With 1 input and 14 classes (BTCV) it
 has **6,193,742** parameters, the released ``SegmsNet3D``; the paper's 9.86 M matches no released
-configuration (design notes §1.9). Inputs must be multiples of 32 per axis (stride 16 x patch 2):
+configuration (docs/lgmsnet.md). Inputs must be multiples of 32 per axis (stride 16 x patch 2):
 the volumetric meta-architecture pads to ``size_divisibility`` and crops back.
 
 Registered as ``"LGMSNet3D"`` in ``VOLUME_NETWORK_REGISTRY``; trained and evaluated by the shared
@@ -72,6 +72,11 @@ class LGMSNet3D(LGMSNet):
         )
         # four 2x poolings, then a patch x patch x patch unfold
         self.size_divisibility = 16 * int(gms_patch)
+
+    @staticmethod
+    def size_divisibility_from_config(cfg) -> int:
+        """The stride before building (for the shared volume plan): 16 x the GMS patch."""
+        return 16 * int(cfg.MODEL.LGMS.GMS_PATCH)
 
     @classmethod
     def from_config(cls, cfg) -> Dict:

@@ -1,8 +1,9 @@
 """Meta-architecture of the 2D models of this project: Detectron2's ``SemanticSegmentor`` plus
 the model-resolution output that the paper's metrics need.
 
-The design notes (Sec. 2.3) recommend the encoder as a ``Backbone`` and the decoder as a
-``SEM_SEG_HEADS_REGISTRY`` head; this class wires them exactly like ``SemanticSegmentor``
+The encoder is a ``Backbone`` and the decoder a ``SEM_SEG_HEADS_REGISTRY`` head (so the
+U-Net-shaped baselines share this meta-architecture; docs/lgmsnet.md); this class wires them
+exactly like ``SemanticSegmentor``
 (normalise with ``MODEL.PIXEL_MEAN/STD``, pad the batch to the backbone's
 ``size_divisibility`` -- 32 for LGMSNet, whose stride-16 GMS block unfolds 2x2 patches -- with
 the ignore value for targets, so any input size works) and returns, per image:

@@ -14,7 +14,7 @@ when c_in == c_out (never in TinyU-Net). Convs have no bias; BatchNorm uses eps 
 momentum 0.03, as the reference's Ultralytics-style ``Conv``.
 
 With 3 inputs and 1 output it has 481,105 parameters and 1.659 G thop MACs at 256x256
-(paper: 0.48 M / 1.66), the count of the reference ``TinyUNet(3, 1)`` (design notes §2.2).
+(paper: 0.48 M / 1.66), the count of the authors' ``TinyUNet(3, 1)`` class.
 """
 from __future__ import annotations
 

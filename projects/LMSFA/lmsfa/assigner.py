@@ -1,7 +1,7 @@
 """Task-aligned label assignment (TOOD / YOLOv8), used by the LMSF-A training loss.
 
 The LMSF-A paper trains with the YOLOv8-seg recipe without restating it (§IV-B: "all other
-hyper-parameters followed the defaults"); design notes §2.9 give the rule we implement:
+hyper-parameters followed the defaults"); this is Ultralytics 8.2's rule:
 
 * candidates of a ground-truth box are the anchor centres strictly inside it;
 * alignment metric ``t = s^alpha * u^beta`` with ``s`` the predicted (sigmoid) score of the

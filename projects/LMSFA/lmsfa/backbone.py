@@ -1,5 +1,5 @@
 """C2f-Pro CSP-Darknet: the bottom-up network of LMSF-A (paper §III-A "Backbone", §III-B;
-design notes §1.1 layers 0-9, §5.1 #3).
+layers 0-9 of the released YAML; docs/lmsfa.md, "Architecture as built").
 
 YOLOv8's CSP-Darknet with the stage block configurable (C2f for the YOLOv8-seg baseline,
 C2f-Pro for LMSF-A, the Table VII comparators). Base widths 64/128/256/512/1024 and repeats
@@ -13,9 +13,9 @@ C2f-Pro for LMSF-A, the Table VII comparators). Base widths 64/128/256/512/1024 
     sppf   SPPF k = 5                         stride 32
 
 All five are outputs: the TFE neck needs the stride-4 map and SSFF the stride-32 map before
-SPPF (notes §5.1 #3). The paper's prose extras (GroupNorm in the backbone, depthwise stride-2
+SPPF. The paper's prose extras (GroupNorm in the backbone, depthwise stride-2
 downsampling, blur pooling, §III-A eq. 2-3 "LMFE" alignment) are not in the released model or
-its counts and are not built (notes §5.2 #6).
+its counts and are not built (docs/lmsfa.md, choice #6).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Config keys of the lmsfa project (LMSF-A and the YOLOv8-seg baseline with modules switched off).
 
-Defaults are the LMSF-A model of the paper (design notes §1.1, §3.1): n-scale (depth 0.33,
+Defaults are the LMSF-A model of the paper (docs/lmsfa.md): n-scale (depth 0.33,
 width 0.25), C2f-Pro with EMA at backbone strides 16/32, TFE + SSFF neck, LMSH head, nc = 4.
 """
 from detectron2.config import CfgNode as CN
@@ -29,7 +29,7 @@ def add_lmsfa_config(cfg) -> None:
     a.ATTENTION = "EMA"
     # C2f-Pro blocks that carry the attention (the others use plain RVB). Names: backbone_s4,
     # backbone_s8, backbone_s16, backbone_s32, neck_p4_td, neck_p3, neck_p4, neck_p5.
-    # Default: the deep backbone stages, as the paper's text says (notes §5.2 #2).
+    # Default: the deep backbone stages, as the paper's text says (docs/lmsfa.md, choice #2).
     a.ATTENTION_STAGES = ["backbone_s16", "backbone_s32"]
     # EMA group factor G (channels split into G groups; the community/LMSF-A value is 8).
     a.EMA_FACTOR = 8
@@ -52,7 +52,7 @@ def add_lmsfa_config(cfg) -> None:
     a.HEAD_GN_GROUPS = 16
 
     # --- training, loss and inference (meta-architecture) ---
-    # YOLOv8-seg loss gains (Ultralytics defaults, notes §2.9): CIoU box loss.
+    # YOLOv8-seg loss gains (Ultralytics defaults): CIoU box loss.
     a.LOSS_BOX_WEIGHT = 7.5
     # Gain of the prototype mask BCE (Ultralytics reuses the box gain).
     a.LOSS_SEG_WEIGHT = 7.5

@@ -3,7 +3,7 @@
 The LMSF-A paper (§III-E, "LMSH") predicts boxes as in YOLOv8: for every anchor point (cell
 centre of the stride-8/16/32 grids) the head outputs ``4 * reg_max`` logits, one discrete
 distribution of ``reg_max`` bins per box side (left, top, right, bottom). The distance of a
-side is the expectation ``sum_k softmax(logits)_k * k`` in stride units (design notes §2.7).
+side is the expectation ``sum_k softmax(logits)_k * k`` in stride units.
 The paper does not spell the decoding out; we follow YOLOv8 exactly (reg_max 16, anchors at
 cell centres with offset 0.5, ``xyxy = anchor -/+ ltrb``).
 

@@ -1,5 +1,5 @@
 """Deployment re-parameterisation (paper §III-B: "structural re-parameterization collapses the
-multi-branch design into a single path at inference"; design notes §2.2, §5.1 #10).
+multi-branch design into a single path at inference"; docs/lmsfa.md, "Modules").
 
 :func:`fuse_model` walks a module tree and calls ``switch_to_deploy()`` on every module that
 defines it, without descending further into that module (it fuses its own children):

@@ -1,6 +1,6 @@
 """Box IoU and Complete-IoU (CIoU) between broadcastable xyxy box tensors.
 
-LMSF-A trains with the YOLOv8-seg loss (paper §III-E, design notes §2.9): the task-aligned
+LMSF-A trains with the YOLOv8-seg loss (paper §III-E; docs/lmsfa.md): the task-aligned
 assigner scores anchors by CIoU and the box loss is ``1 - CIoU``. CIoU (Zheng et al., AAAI 2020)
 = IoU - rho^2 / c^2 - alpha * v, with rho the centre distance, c the diagonal of the smallest
 enclosing box, ``v = 4/pi^2 (atan(w_gt/h_gt) - atan(w/h))^2`` and ``alpha = v / (1 - IoU + v)``

@@ -1,5 +1,5 @@
 """YOLOv8-seg training loss used by LMSF-A (paper §IV-B: "defaults of the implementation";
-design notes §2.9).
+docs/lmsfa.md, "Loss and training recipe").
 
 Four terms, each normalised as in Ultralytics' ``v8SegmentationLoss``:
 
@@ -18,7 +18,7 @@ Four terms, each normalised as in Ultralytics' ``v8SegmentationLoss``:
 Gains: box 7.5, seg 7.5 (Ultralytics uses the box gain for masks), cls 0.5, dfl 1.5. Like
 Ultralytics, every term is multiplied by the batch size (``scale_by_batch``), which is what its
 lr 0.01 is tuned for. Choice made where YOLOv8 is vague for us: GT masks stay per instance
-(no Ultralytics "overlap" index map, notes §5.2 #15).
+(no Ultralytics "overlap" index map; docs/lmsfa.md, choice #15).
 
 The loss is vectorised over the whole batch: GTs are padded to the largest count (a mask of
 valid entries), positives are gathered into a (B, P) padded layout for the mask term, and

@@ -1,5 +1,5 @@
 """The ``LMSFA`` meta-architecture: backbone + neck + segmentation head, YOLOv8-seg training and
-inference (paper §III, Fig. 1; design notes §5.1 #6).
+inference (paper §III, Fig. 1).
 
 * **Pre-processing**: images in RGB (``INPUT.FORMAT``) are padded at the bottom/right to a
   multiple of 32 with raw value 114 (YOLO's gray), then normalised with
@@ -11,7 +11,7 @@ inference (paper §III, Fig. 1; design notes §5.1 #6).
   kept detections) and returns ``[{"instances": Instances(pred_boxes, scores, pred_classes,
   pred_masks)}]`` at the original image size. Masks are assembled here at full resolution,
   NOT through Detectron2's ``detector_postprocess`` (which would paste full-image masks into
-  the boxes as if they were ROI masks, notes §4).
+  the boxes as if they were ROI masks; docs/lmsfa.md, "Evaluation protocols").
 * ``fuse()`` folds Conv+BN and RepVGGDW branches (:func:`lmsfa.fuse.fuse_model`);
   ``complexity_forward(images)`` runs backbone + head only, for parameter/FLOP counting.
 * Deploy interface (:mod:`medseg_core.deploy`): ``deploy_forward`` = the network's flat raw

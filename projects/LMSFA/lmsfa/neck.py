@@ -1,10 +1,10 @@
 """Necks of LMSF-A and the registered Detectron2 backbone ``build_lmsfa_backbone``.
 
-* :class:`ASFNeck` — LMSF-A's neck (paper §III-C, Fig. 1; design notes §1.1 layers 10-25,
-  §2.5-2.6): ASF-YOLO's head transplanted onto YOLOv8n-seg, i.e. two TFE (Zoom_cat) top-down
+* :class:`ASFNeck` — LMSF-A's neck (paper §III-C, Fig. 1; layers 10-25 of the released
+  YAML): ASF-YOLO's head transplanted onto YOLOv8n-seg, i.e. two TFE (Zoom_cat) top-down
   fusions, the PAN bottom-up path, and SSFF (ScalSeq) on the backbone's stride-8/16/32-pre-SPPF
   maps added to the P3 output. The paper's prose (eq. 10-16: token mixer, gating, edge loss) does
-  not describe the released model and is not built (notes §0 #4, §5.2 #1).
+  not describe the released model and is not built (docs/lmsfa.md, choice #1).
 
       l10 = CBS1x1(sppf) ; l11 = CBS1x1(s8)
       l13 = block(TFE[l11, s16, l10])              "neck_p4_td"  (stride 16)

@@ -1,4 +1,4 @@
-"""Inference post-processing of LMSF-A / YOLOv8-seg outputs (design notes §2.7, §4, §5.1 #6).
+"""Inference post-processing of LMSF-A / YOLOv8-seg outputs (docs/lmsfa.md).
 
 1. **Decode** (whole batch at once): sigmoid class scores; then, only for the anchors where
    some class passes the confidence threshold (in any image of the batch), DFL expectations ->

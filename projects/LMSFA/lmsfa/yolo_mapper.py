@@ -1,6 +1,6 @@
 """YOLO data augmentation and letterbox resizing for LMSF-A (mapper "yolo").
 
-The LMSF-A paper trains with the Ultralytics defaults (§IV-B; design notes §1.2, §5.1 #7):
+The LMSF-A paper trains with the Ultralytics defaults (§IV-B; docs/lmsfa.md):
 
 * **Mosaic** (probability ``INPUT.YOLO.MOSAIC_PROB``, 1.0, never closed): four images, each
   resized so that its longest side is S, are placed around a random centre of a 2S x 2S gray

@@ -5,6 +5,9 @@ evaluated through the shared ``VolumetricSegmentor`` meta-architecture, "volume"
 "volume" evaluator.
 """
 import medseg_core  # noqa: F401  (compatibility shim before detectron2)
+from medseg_core.extras import require_extra
+
+require_extra("volumetric", "the lightmedseg project (3D)")
 import medseg_core.modeling  # noqa: F401  (VolumetricSegmentor, VOLUME_NETWORK_REGISTRY)
 
 from .config import add_lightmedseg_config

@@ -1,7 +1,7 @@
 """Global Anchor Detector (LightMedSeg, Fig. 1 caption: "The Global Anchor Detector ... extract[s]
 spatial anchors S ... from the stem features"; title: "Learned Spatial Anchors").
 
-The paper does not say how S is computed. Chosen (design notes §3.2 item 2): K heatmaps at D/4
+The paper does not say how S is computed. Chosen (docs/lightmedseg.md, item 2): K heatmaps at D/4
 from the stem features (depthwise 3^3 stride 2 -> norm -> SiLU -> 1x1 to K), a spatial softmax
 per heatmap, and a **soft-argmax**: each anchor is the expected normalised (z, y, x) voxel-centre
 coordinate under its heatmap, so S lies in [0, 1]^{K x 3}. This is differentiable, ties each

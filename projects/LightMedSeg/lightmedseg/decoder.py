@@ -1,7 +1,7 @@
 """Adaptive decoder stage (LightMedSeg, Fig. 1: "(iv) an adaptive decoder with content-tied
 spatial position bias"; abstract: "adaptive context modeling").
 
-Chosen (design notes §3.2 item 7), per decoder level:
+Chosen (docs/lightmedseg.md, design item 7), per decoder level:
 
 1. a 1x1 convolution (+ norm) to the level width, then trilinear x2 to the skip's size (the
    1x1 is applied before the up-sampling: both are linear and commute, and the low-resolution

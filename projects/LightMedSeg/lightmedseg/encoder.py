@@ -2,7 +2,7 @@
 texture-routed processing at every encoder stage"; abstract: "Computational redundancy is
 minimized through ghost and depthwise convolutions").
 
-The paper gives no stage layout. Chosen (design notes §3.2 item 5), per stage:
+The paper gives no stage layout. Chosen (docs/lightmedseg.md, design item 5), per stage:
 
 1. GhostConv3D to the stage width (stride 2 for stages 2-4: the down-sampling);
 2. FiLM from the anchors S (zero-initialised, so identity at start);

@@ -3,7 +3,7 @@ anatomy-aware feature calibration"; Fig. 1: "anchor-conditioned ... processing a
 stage").
 
 FiLM (Perez et al., AAAI 2018) scales and shifts channels from a conditioning vector. The paper
-does not give the conditioning network; chosen (design notes §3.2 item 5): the flattened anchors
+does not give the conditioning network; chosen (docs/lightmedseg.md, item 5): the flattened anchors
 S (3K numbers) through one Linear to (gamma, beta) in R^{2C}, applied as x * (1 + gamma) + beta.
 The Linear is zero-initialised, so every stage starts as the identity and learns how much the
 anchor positions should recalibrate it.

@@ -3,8 +3,8 @@
 Realises: "The input volume is first embedded by a stride-2 GhostConv3D stem" (Fig. 1 caption)
 and the "ghost ... convolutions" by which "Computational redundancy is minimized" (abstract).
 
-The paper gives no formula; this follows GhostNet (Han et al., CVPR 2020) in 3D, as the design
-notes (§3.2 item 1) calibrate it: a primary k^3 convolution produces ceil(C_out / ratio)
+The paper gives no formula; this follows GhostNet (Han et al., CVPR 2020) in 3D, as
+docs/lightmedseg.md (item 1) calibrates it: a primary k^3 convolution produces ceil(C_out / ratio)
 "intrinsic" channels (stride applied here), a cheap depthwise k^3 convolution derives the
 remaining "ghost" channels from them, and the two are concatenated. Ratio 2 (GhostNet's
 default); each convolution is followed by the norm and activation.

@@ -3,7 +3,7 @@
 
 Only the abstract and the Fig. 1 caption are public (no code); the pipeline follows the caption
 word for word and each component's concrete form is the calibrated design of
-``shared/notes/lgms-lightmedseg-design.md`` §3.2 (deviations are stated in the module files):
+docs/lightmedseg.md (deviations are stated in the module files):
 
     "The input volume is first embedded by a stride-2 GhostConv3D stem."       -> stem (D/2)
     "The Global Anchor Detector and the Local Structural Prior Module (LSPM)
@@ -26,7 +26,7 @@ tests/test_lightmedseg.py for the exact counts).
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ from torch import nn
 from medseg_core import compat  # noqa: F401
 
 from detectron2.config import configurable
-from medseg_core.modeling.volumetric import VOLUME_NETWORK_REGISTRY
+from medseg_core.modeling.volumetric import VOLUME_NETWORK_REGISTRY, deep_supervision_outputs
 
 from .anchors import GlobalAnchorDetector
 from .decoder import AdaptiveDecoderStage
@@ -74,6 +74,7 @@ class LightMedSeg(nn.Module):
         position_distance: bool = True,
         norm: str = "GN",
         norm_groups: int = 4,
+        deep_supervision: int = 1,
     ):
         super().__init__()
         enc = [int(c) for c in encoder_channels]
@@ -98,6 +99,10 @@ class LightMedSeg(nn.Module):
              for ci, co in zip(dec_in, levels)]
         )
         self.head = nn.ConvTranspose3d(levels[-1], num_classes, kernel_size=2, stride=2)
+        # training-only deep-supervision heads (not in the paper): a 1x1 conv on the decoder
+        # output at D/2, D/4, D/8 for outputs 2, 3, 4 (MODEL.VOLUMETRIC.DEEP_SUPERVISION)
+        n_aux = min(max(int(deep_supervision), 1), len(levels) + 1) - 1
+        self.ds_heads = nn.ModuleList(nn.Conv3d(c, num_classes, 1) for c in levels[::-1][:n_aux])
 
     @classmethod
     def from_config(cls, cfg) -> Dict:
@@ -117,10 +122,12 @@ class LightMedSeg(nn.Module):
             position_distance=c.POSITION_BIAS_DISTANCE,
             norm=c.NORM,
             norm_groups=c.NORM_GROUPS,
+            deep_supervision=deep_supervision_outputs(cfg),
         )
 
-    def forward_features(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Everything the network computes: logits plus the priors (anchors, heatmaps, texture)."""
+    def forward_features(self, x: torch.Tensor, deep_supervision: bool = False) -> Dict[str, torch.Tensor]:
+        """Everything the network computes: logits plus the priors (anchors, heatmaps, texture);
+        with ``deep_supervision`` also the lower-resolution logits of the training-only heads."""
         f = self.stem(x)
         anchors, heatmaps = self.anchor_detector(f)
         texture = self.lspm(f)
@@ -132,11 +139,27 @@ class LightMedSeg(nn.Module):
         sizes = [tuple(t.shape[2:]) for t in feats[-2::-1]]
         skips = self.skip_router(feats, sizes)
         y = feats[-1]
+        decoded = []
         for stage, skip in zip(self.decoder, skips):
             y = stage(y, skip, anchors)
-        return {"logits": self.head(y), "anchors": anchors, "heatmaps": heatmaps, "texture": texture}
+            decoded.append(y)
+        out = {"logits": self.head(y), "anchors": anchors, "heatmaps": heatmaps, "texture": texture}
+        if deep_supervision and self.ds_heads:
+            # decoder outputs at D/2, D/4, ... -> logits at 1/2, 1/4, ... resolution
+            out["deep_supervision"] = [h(f) for h, f in zip(self.ds_heads, decoded[::-1])]
+        return out
+
+    def forward_deep_supervision(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """``[full-resolution logits, 1/2, 1/4, ...]`` (as many as ``deep_supervision``)."""
+        self._check(x)
+        out = self.forward_features(x, deep_supervision=True)
+        return [out["logits"]] + out.get("deep_supervision", [])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        return self.forward_features(x)["logits"]
+
+    def _check(self, x: torch.Tensor) -> None:
         if x.ndim != 5:
             raise ValueError(f"LightMedSeg expects (B, C, D, H, W), got shape {tuple(x.shape)}")
         bad = [s for s in x.shape[2:] if s % self.size_divisibility]
@@ -145,4 +168,3 @@ class LightMedSeg(nn.Module):
                 f"LightMedSeg input sizes {tuple(x.shape[2:])} must be multiples of {self.size_divisibility} "
                 "(VolumetricSegmentor pads them)"
             )
-        return self.forward_features(x)["logits"]

@@ -3,7 +3,7 @@ Module (LSPM) extract[s] ... a texture routing map T from the stem features"; ab
 structural prior module and texture-aware routing dynamically allocate representational
 capacity to boundary-rich regions").
 
-Not specified further by the paper. Chosen (design notes §3.2 item 3): a learned high-pass
+Not specified further by the paper. Chosen (docs/lightmedseg.md, design item 3): a learned high-pass
 magnitude, T = sigmoid(1x1(|f - DW_k(f)|)) with a depthwise k^3 (k = 5) filter and a single
 output channel, so T in [0, 1] is high at boundaries and texture and low in flat regions.
 The depthwise filter starts as a box (mean) filter, so at initialisation |f - DW(f)| is exactly

@@ -1,7 +1,7 @@
 """Adaptive feature mixing (LightMedSeg, Fig. 1 caption: the priors "guide (i) adaptive feature
 mixing before the encoder").
 
-The paper names the step only. Chosen (design notes §3.2 item 4): two cheap branches of the
+The paper names the step only. Chosen (docs/lightmedseg.md, item 4): two cheap branches of the
 stem features f, a pointwise 1x1 and a depthwise 3^3 convolution (each with norm and
 activation), blended per voxel by softmax gates alpha computed by a 1x1 convolution over [f, T]
 (the texture map is the prior that guides the mix): f' = f + alpha_1 * b_1 + alpha_2 * b_2.

@@ -2,7 +2,7 @@
 anchor-relative spatial position bias"; Fig. 1: "(iv) an adaptive decoder with content-tied
 spatial position bias").
 
-Chosen (design notes §3.2 item 7): for every voxel p (normalised voxel-centre coordinates in
+Chosen (docs/lightmedseg.md, item 7): for every voxel p (normalised voxel-centre coordinates in
 (0, 1)) and anchor s_k, the offsets p - s_k (3K channels) are mapped by a 1x1 convolution to a
 bias added to the decoder features. "Content-tied" because S is predicted from the image,
 "relative" because only offsets to the anchors enter.

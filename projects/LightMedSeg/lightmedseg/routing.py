@@ -2,7 +2,7 @@
 representational capacity to boundary-rich regions"; Fig. 1: "texture-routed processing at
 every encoder stage").
 
-Chosen (design notes §3.2 item 5): two depthwise 3^3 paths, a local "detail" path and a
+Chosen (docs/lightmedseg.md, design item 5): two depthwise 3^3 paths, a local "detail" path and a
 dilation-2 "context" path, mixed per voxel by the texture map resized to the stage:
 y = T * detail(x) + (1 - T) * context(x). Boundary-rich voxels (T near 1) get the fine path,
 flat regions the wide one. Used as a residual branch inside each encoder stage.

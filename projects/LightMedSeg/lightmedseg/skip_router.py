@@ -1,7 +1,7 @@
 """Learned multi-scale skip router (LightMedSeg, abstract: "multi-scale features are adaptively
 fused via a learned skip router"; Fig. 1: "(iii) multi-scale learned skip fusion").
 
-Chosen (design notes §3.2 item 6), UNet 3+ / UCTransNet-style full-scale skips made
+Chosen (docs/lightmedseg.md, design item 6), UNet 3+ / UCTransNet-style full-scale skips made
 input-adaptive: every encoder output E_1..E_4 is projected to ``router_channels`` (1x1 + norm)
 at its own resolution; for each decoder level, all four are resized to that level (area
 averaging when shrinking, trilinear when enlarging), a 1x1 convolution over their concatenation

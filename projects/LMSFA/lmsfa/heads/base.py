@@ -3,7 +3,7 @@
 A head turns the neck features [P3, P4, P5] (strides 8/16/32) into raw, undecoded predictions
 (:class:`HeadOutputs`); anchor generation, DFL decoding, assignment, losses, NMS and mask
 assembly belong to the meta-architecture. All heads follow YOLOv8-seg's output convention
-(paper §III-A eq. 5, §III-D; design notes §2.7): per level 4*reg_max DFL box logits, nc class
+(paper §III-A eq. 5, §III-D; docs/lmsfa.md): per level 4*reg_max DFL box logits, nc class
 logits and nm mask coefficients, plus nm prototypes at stride 4 from a YOLOv8 Proto on P3.
 
 Heads are selected by MODEL.LMSFA.HEAD and built with :func:`build_lmsfa_head`.
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import medseg_core  # noqa: F401  (NumPy-2 / Pillow shim before detectron2)
+import torch
 from detectron2.layers import ShapeSpec
 from detectron2.utils.registry import Registry
 from torch import Tensor, nn
@@ -56,6 +57,12 @@ class HeadOutputs:
 def cls_bias_prior(nc: int, stride: float, img_size: int = 640) -> float:
     """YOLOv8 class-bias prior log(5 / nc / (img/stride)^2): ~5 objects per 640 image."""
     return math.log(5 / nc / (img_size / stride) ** 2)
+
+
+def yolov8_branch_widths(ch0: int, num_classes: int, reg_max: int, num_protos: int) -> Tuple[int, int, int]:
+    """Hidden widths of YOLOv8-seg's box, class and coefficient branches (ch0 = P3 width):
+    c2 = max(16, ch0/4, 4*reg_max), c3 = max(ch0, min(nc, 100)), c4 = max(ch0/4, nm)."""
+    return max(16, ch0 // 4, reg_max * 4), max(ch0, min(num_classes, 100)), max(ch0 // 4, num_protos)
 
 
 def head_args_from_cfg(cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
@@ -154,3 +161,17 @@ def build_lmsfa_head(cfg, input_shape: Dict[str, ShapeSpec]) -> nn.Module:
             f"{sorted(k for k, _ in LMSFA_HEAD_REGISTRY)}"
         ) from None
     return cls.from_config_and_shape(cfg, input_shape)
+
+
+class UnsharedBoxClsHead(SegmentHeadBase):
+    """A head with per-level box / class branches ``cv2[i]`` / ``cv3[i]`` (YOLOv8 Segment, LADH):
+    their shared forward and YOLOv8 bias initialisation (box 1.0, class prior per stride)."""
+
+    def box_cls(self, i: int, x: Tensor) -> Tuple[Tensor, Tensor]:
+        return self.cv2[i](x), self.cv3[i](x)
+
+    @torch.no_grad()
+    def bias_init(self) -> None:
+        for a, b, s in zip(self.cv2, self.cv3, self.strides):
+            a[-1].bias.fill_(1.0)
+            b[-1].bias.fill_(cls_bias_prior(self.nc, s))

@@ -1,4 +1,4 @@
-"""EfficientHead — efficient decoupled head (paper Table VIII "EfficientHead [18]"; design notes §2.8).
+"""EfficientHead — efficient decoupled head (paper Table VIII "EfficientHead [18]").
 
 As the community ``Segment_Efficient``: per level a stem of two 3x3 CBS at the input width
 (ch_i -> ch_i -> ch_i), shared by box and class, then 1x1 convs to 4*reg_max box logits and nc

@@ -1,4 +1,4 @@
-"""LADH — Lightweight Asymmetric Detection Head (paper Table VIII "LADH [16]"; design notes §2.8).
+"""LADH — Lightweight Asymmetric Detection Head (paper Table VIII "LADH [16]").
 
 An asymmetric decoupled head (Zhang et al., Remote Sensing 2023, as in the community
 ``Segment_LADH``): the box branch gets the capacity, the class branch stays cheap.
@@ -10,26 +10,22 @@ with YOLOv8's c2, c3, c4 and bias init, and the YOLOv8 Proto.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Sequence
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..modules.conv import ConvBNAct, DSConv
-from .base import LMSFA_HEAD_REGISTRY, SegmentHeadBase, cls_bias_prior
+from .base import LMSFA_HEAD_REGISTRY, UnsharedBoxClsHead, yolov8_branch_widths
 
 __all__ = ["LADH"]
 
 
 @LMSFA_HEAD_REGISTRY.register()
-class LADH(SegmentHeadBase):
+class LADH(UnsharedBoxClsHead):
     def __init__(self, in_channels: Sequence[int], strides: Sequence[int], num_classes: int,
                  reg_max: int = 16, num_protos: int = 32, proto_channels: int = 64) -> None:
         super().__init__(in_channels, strides, num_classes, reg_max, num_protos, proto_channels)
-        ch0 = in_channels[0]
-        c2 = max(16, ch0 // 4, reg_max * 4)
-        c3 = max(ch0, min(num_classes, 100))
-        c4 = max(ch0 // 4, num_protos)
+        c2, c3, c4 = yolov8_branch_widths(in_channels[0], num_classes, reg_max, num_protos)
         self.cv2 = nn.ModuleList(
             nn.Sequential(DSConv(x, c2, 3), DSConv(c2, c2, 3), DSConv(c2, c2, 3), ConvBNAct(c2, c2, 1),
                           nn.Conv2d(c2, 4 * reg_max, 1))
@@ -44,12 +40,3 @@ class LADH(SegmentHeadBase):
             for x in in_channels
         )
         self.finish_init()
-
-    def box_cls(self, i: int, x: Tensor) -> Tuple[Tensor, Tensor]:
-        return self.cv2[i](x), self.cv3[i](x)
-
-    @torch.no_grad()
-    def bias_init(self) -> None:
-        for a, b, s in zip(self.cv2, self.cv3, self.strides):
-            a[-1].bias.fill_(1.0)
-            b[-1].bias.fill_(cls_bias_prior(self.nc, s))

@@ -1,9 +1,10 @@
 """LMSH — Lightweight Multi-task Shared Head (paper §III-A "Head", §III-D; the released YAML's
-``Segment_LMSH`` = the community ``Segment_LSCD``; design notes §2.8).
+``Segment_LMSH`` = the community ``Segment_LSCD``; docs/lmsfa.md, "Modules").
 
 "LMSH employs two shared 3x3 convolutions with GroupNorm to stabilise batch-1 training while
 minimizing parameters" (§III-A). Built as the released model (the prose eq. 17-22 — depthwise
-shared blocks, attention gate, stride-4 decoder, edge stream — are not in it; notes §0 #4):
+shared blocks, attention gate, stride-4 decoder, edge stream — are not in it;
+docs/lmsfa.md, choice #1):
 
 * per level: stem ConvGN 1x1 (ch_i -> h) (not shared);
 * shared across levels: ConvGN 3x3 (h -> h) -> ConvGN 3x3 (h -> h);
@@ -13,7 +14,8 @@ shared blocks, attention gate, stride-4 decoder, edge stream — are not in it; 
 * YOLOv8 Proto (BatchNorm) on P3.
 
 GroupNorm has 16 groups (MODEL.LMSFA.HEAD_GN_GROUPS); the YAML gives only [nc, 32, 256], and only
-hidden width h = proto width = 256 * width = 64 reproduces the paper's counts (notes §2.8, §5.2 #4).
+hidden width h = proto width = 256 * width = 64 reproduces the paper's counts
+(hidden 256 unscaled gives about 3.0 M; docs/lmsfa.md, choice #4).
 Bias init: box 1.0, cls log(5 / nc / (640/16)^2) (one value: the predictor is shared).
 Params at nc = 4, ch = 64/128/256, h = 64: 245 559.
 """

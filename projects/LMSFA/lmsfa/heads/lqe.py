@@ -1,4 +1,4 @@
-"""LQE — Location Quality Estimator heads (paper Table VIII "LQE [17]", GFLv2; design notes §2.8).
+"""LQE — Location Quality Estimator heads (paper Table VIII "LQE [17]", GFLv2).
 
 GFLv2 (Li et al., CVPR 2021) estimates localisation quality from the statistics of the predicted
 box distributions: for each of the 4 sides, the top-k bin probabilities and their mean (4(k+1)

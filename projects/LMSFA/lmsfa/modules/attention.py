@@ -3,7 +3,7 @@
 LMSF-A puts one attention module in the token mixer of every RepViT block of C2f-Pro (paper
 §III-B); Table VI swaps it for SE [2], AFGCAttention [3], CPCA [4], SimAM [5] or EMA [6]. The
 paper gives no definitions, so each follows its original publication / the stock module of the
-community code base the released model comes from (design notes §0 #2):
+community code base the released model comes from (docs/lmsfa.md, "Sources"):
 
 * :class:`SqueezeExcite` — SE as used inside RepViT blocks (the attention C2f-Pro replaces):
   GAP -> 1x1 conv C -> make_divisible(C/4, 8) -> ReLU -> 1x1 conv -> sigmoid gate.

@@ -7,9 +7,9 @@ half ``b`` (eq. 6); ``n`` blocks run sequentially on ``b`` and every intermediat
 The inner block is pluggable (``block_fn(c) -> nn.Module`` mapping c -> c channels), which is how
 C2f-Pro (RVB + EMA) and the Table VII comparators (C2f-Faster, C2f-Star, C2f-ContextGuided)
 are built: each swaps only the inner block, as in the community code the paper was built from
-(design notes §2.1, §2.4).
+(docs/lmsfa.md, "Sources").
 
-Params (notes §2.1): cv1 = 2c*c1 + 4c; cv2 = (2+n)c*c2 + 2*c2; v8 bottleneck = 18c^2 + 4c.
+Params: cv1 = 2c*c1 + 4c; cv2 = (2+n)c*c2 + 2*c2; v8 bottleneck = 18c^2 + 4c.
 """
 from __future__ import annotations
 

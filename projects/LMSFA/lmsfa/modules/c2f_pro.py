@@ -3,14 +3,14 @@
 C2f-Pro keeps the C2f skeleton (cv1 split into shortcut/transform halves, eq. 6; concatenation of
 all intermediate outputs, cv2) and replaces each bottleneck by an RVB whose token mixer carries
 EMA instead of SE (eq. 7-9; the community ``C2f_RVB_EMA`` the released YAML names ``C2f_Pro``,
-design notes §0 #2, §2.4). The ``shortcut`` flag of C2f is ignored: RVB has its own residuals.
+docs/lmsfa.md, "Sources"). The ``shortcut`` flag of C2f is ignored: RVB has its own residuals.
 
 Choices where the paper is vague:
 * eq. 7 says "three RVB-EMA units"; the built n-scale model uses the depth-scaled YAML repeats
-  (1/2/2/1 in the backbone, 1 in the neck; notes §5.2 #3) — that is ``n`` here.
+  (1/2/2/1 in the backbone, 1 in the neck; docs/lmsfa.md, choice #3) — that is ``n`` here.
 * "we instantiate EMA at deeper strides" (§III-B): the attention is configurable per block
   (``attention`` = "none" gives plain C2f_RVB); the backbone/neck decide where it goes
-  (MODEL.LMSFA.ATTENTION_STAGES; default backbone strides 16/32, notes §5.2 #2).
+  (MODEL.LMSFA.ATTENTION_STAGES; default backbone strides 16/32, docs/lmsfa.md, choice #2).
 
 Params = 2c*c1 + 4c + (2+n)c*c2 + 2*c2 + n*(4c^2 + 21c + attention), c = c2/2;
 EMA adds 10(c/8)^2 + 4(c/8) per block.

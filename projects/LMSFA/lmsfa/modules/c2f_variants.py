@@ -1,6 +1,6 @@
 """C2f comparators of the paper's Table VII (§IV-F, "Backbone variants"): C2f-Faster [21],
 C2f-Star [19] and C2f-ContextGuided [20]. Each keeps the C2f skeleton and swaps the inner block,
-as the community code base the released model comes from does (design notes §0 #2):
+as the community code base the released model comes from does (docs/lmsfa.md, "Sources"):
 
 * :class:`FasterBlock` (FasterNet, CVPR 2023): partial 3x3 conv on 1/4 of the channels, then an
   MLP (1x1 CBS c -> 2c, 1x1 conv 2c -> c), residual with drop-path 0.1.

@@ -1,13 +1,13 @@
-"""Convolution building blocks of LMSF-A (paper §III-A/§III-D; design notes §2).
+"""Convolution building blocks of LMSF-A (paper §III-A/§III-D; docs/lmsfa.md, "Modules").
 
 * :class:`ConvBNAct` — the YOLOv8 "CBS" unit (Conv2d without bias -> BatchNorm -> SiLU) that
   every stage of the CSP-Darknet backbone and the neck is built from (paper §III-A, "streamlined
   CSPDarknet53"). The paper's prose mentions GroupNorm in the backbone and depthwise stride-2
   downsampling (§IV-F), but neither appears in the released YAML nor in the reported 1.8 M /
-  8.8 GFLOPs, so the backbone keeps BatchNorm and plain 3x3 stride-2 CBS (notes §5.2 #6).
+  8.8 GFLOPs, so the backbone keeps BatchNorm and plain 3x3 stride-2 CBS (docs/lmsfa.md, choice #6).
 * :class:`ConvGNAct` — Conv -> GroupNorm(16) -> SiLU, the normalisation LMSH uses "to stabilise
-  batch-1 training" (paper §III-A "Head", §III-D; notes §2.8). GroupNorm cannot be folded.
-* :class:`Scale` — the per-level learnable scalar of LMSH (notes §2.8).
+  batch-1 training" (paper §III-A "Head", §III-D; 16 groups). GroupNorm cannot be folded.
+* :class:`Scale` — the per-level learnable scalar (init 1.0) of LMSH on the box logits.
 * :class:`DWConv`, :class:`DSConv` — depthwise and depthwise-separable CBS (used by the LADH
   comparator head of Table VIII).
 

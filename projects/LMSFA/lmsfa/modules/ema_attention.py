@@ -2,9 +2,9 @@
 
 The attention inside C2f-Pro (paper §III-B, "EMA replaces SE"). The paper's eq. 8-9 describe an
 SE-like "GAP + MLP + optional spatial gate"; that is not what EMA computes and not what the
-released model uses, so this file implements the real EMA (design notes §2.3, §0 #4), with the
+released model uses, so this file implements the real EMA (Ouyang et al., ICASSP 2023), with the
 group factor G = 8 of the community code LMSF-A was built from (the official default 32 would
-not divide the 16-channel blocks at n-scale; notes §5.2 #8).
+not divide the 16-channel blocks at n-scale; docs/lmsfa.md, choice #8).
 
 For x (B, C, H, W), cg = C / G, group_x = x viewed as (B*G, cg, H, W):
 1. 1x1 branch: average along W -> (cg, H, 1) and along H -> (cg, W, 1); concatenate along the

@@ -1,5 +1,5 @@
 """YOLOv8 Proto: the prototype branch of the segmentation heads (paper §III-A eq. 5 and §III-D,
-"instance masks ... via a prototype-coefficient scheme"; design notes §2.7, §5.2 #5).
+"instance masks ... via a prototype-coefficient scheme"; docs/lmsfa.md, choice #5).
 
 On the stride-8 feature P3: CBS 3x3 (c1 -> c_) -> ConvTranspose2d(c_, c_, 2, stride 2, bias)
 -> CBS 3x3 (c_ -> c_) -> CBS 1x1 (c_ -> nm). Output: ``nm`` (32) prototypes at stride 4

@@ -3,7 +3,7 @@
 C2f-Pro "integrates re-parameterized ViT convolutional cells (RVB [42]) and replaces SE with
 EMA" (§III-B, eq. 7): multi-branch while training, a single path at inference. The paper does not
 give the block; this follows RepViT (Wang et al., CVPR 2024) in the stride-1 form of the
-community ``RepViTBlock`` (design notes §2.2):
+community ``RepViTBlock`` the released model was built from:
 
 * token mixer = :class:`RepVGGDW` (BN(DW3x3(x)) + DW1x1(x) + x, then an outer BN), followed by
   the attention module (EMA in LMSF-A, SE in RepViT, or none);
@@ -11,7 +11,8 @@ community ``RepViTBlock`` (design notes §2.2):
   weight starts at 0, so the residual starts as identity.
 
 RepVGGDW is RepViT's flavour (3x3 + 1x1 + identity), not the 7x7 + 3x3 one of Ultralytics'
-YOLOv10 code (notes §5.2 #7: that one gives 1.859 M, inconsistent with the paper).
+YOLOv10 code (that one gives 1.859 M parameters and 0.15 GFLOPs more, inconsistent with the
+paper; docs/lmsfa.md, choice #7).
 
 ``switch_to_deploy()`` (called by :func:`lmsfa.fuse.fuse_model`) folds the branches:
 RepVGGDW -> one biased 3x3 depthwise conv; each Conv-BN -> one biased conv. EMA and GELU stay.

@@ -1,5 +1,5 @@
 """SPPF: spatial pyramid pooling - fast (YOLOv5/v8), the last layer of the backbone (paper §III-A
-"streamlined CSPDarknet53"; design notes §1.1 layer 9).
+"streamlined CSPDarknet53"; layer 9 of the released YAML).
 
 cv1 (1x1 CBS, c1 -> c1/2), three chained k x k max-pools (stride 1, k = 5: receptive fields
 5/9/13), concatenation of the four maps, cv2 (1x1 CBS, 2*c1 -> c2).

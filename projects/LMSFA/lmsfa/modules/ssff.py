@@ -1,13 +1,13 @@
-"""SSFF — Scale Sequence Feature Fusion, ASF-YOLO's ``ScalSeq`` + ``Add`` (paper §III-C1; design
-notes §2.6).
+"""SSFF — Scale Sequence Feature Fusion, ASF-YOLO's ``ScalSeq`` + ``Add`` (paper
+§III-C1; ASF-YOLO's module).
 
 The paper says SSFF "forms a Gaussian scale sequence and uses 3D convolutions to learn
 cross-scale coherence" (§I); its eq. 10-12 (tokens, causal mixer, bi-directional update) do not
-describe the released model nor its counts, so the YAML module is built (notes §0 #4, §5.2 #1):
+describe the released model nor its counts, so the YAML module is built (docs/lmsfa.md, choice #1):
 
 * P4 and P5 (backbone strides 16, 32-before-SPPF) are projected by 1x1 CBS to C channels and
   nearest-upsampled to the P3 (stride-8) grid; P3 is projected only if its channels differ
-  from C (it does not at n-scale; notes §5.2 #9);
+  from C (it does not at n-scale: 64 = 64);
 * the three maps are stacked along a new scale axis -> (B, C, 3, H, W);
 * Conv3d 1x1x1 (C -> C, bias) -> BatchNorm3d -> LeakyReLU(0.1) -> MaxPool3d over the 3 scales
   -> (B, C, H, W).

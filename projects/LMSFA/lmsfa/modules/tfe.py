@@ -1,10 +1,10 @@
-"""TFE — Triple Feature Encoding, ASF-YOLO's ``Zoom_cat`` (paper §III-C2; design notes §2.5).
+"""TFE — Triple Feature Encoding, ASF-YOLO's ``Zoom_cat`` (paper §III-C2; ASF-YOLO's module).
 
 The paper describes TFE as aligning "large/medium/small features via pooling-based
 downsampling and nearest-neighbour upsampling" (§I) and, in §III-C2 (eq. 13-16), as a
 channel-spatial gating block with an edge loss. Only the former appears in the released model
-(YAML ``Zoom_cat``) and in its parameter/FLOP counts, so that is what is built (notes §0 #4,
-§5.2 #1):
+(YAML ``Zoom_cat``) and in its parameter/FLOP counts, so that is what is built (docs/lmsfa.md,
+choice #1):
 
 * large (higher resolution) -> adaptive max-pool + adaptive avg-pool to the medium size, summed;
 * small (lower resolution) -> nearest-neighbour interpolation to the medium size;
