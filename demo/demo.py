@@ -59,6 +59,8 @@ def get_parser() -> argparse.ArgumentParser:
                    "the network is exported to a temporary folder first")
     p.add_argument("--output", default="", help="output folder (or one image / .mp4 file for a single input); "
                    "without it predictions are only summarised")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier outputs of the same name (default: "
+                   "keep them and add _2, _3, ...); inputs are never overwritten")
     p.add_argument("--confidence-threshold", type=float, default=0.5, help="minimum score of drawn instances")
     p.add_argument("--gt-dataset", default="", help="registered data set: ground truth | prediction side by side "
                    "(all its images, or the --input files found in it)")
@@ -92,6 +94,7 @@ def setup_cfg(args):
                 node[key] = max(val, float(args.confidence_threshold))
 
     raise_thresholds(cfg.MODEL)
+    cfg.TEST.MASK_OUTPUT = "boxes"  # masks stay cropped to their boxes until drawn (bounded memory)
     cfg.freeze()
     return cfg
 
@@ -105,7 +108,9 @@ def expand_inputs(patterns: Sequence[str]) -> List[str]:
         else:
             found = sorted(glob.glob(os.path.expanduser(pat)))
         if not found:
-            raise FileNotFoundError(f"{pat}: no image matches this --input")
+            from medseg_core.errors import InputNotFoundError
+
+            raise InputNotFoundError(f"{pat}: no image matches this --input")
         out += found
     seen, unique = set(), []
     for f in out:
@@ -124,13 +129,15 @@ def register_annotations(json_file: str, image_root: str) -> str:
     return name
 
 
-def output_path(output: str, src: str, many: bool, ext: str = ".png") -> str:
-    """Folder output -> ``<folder>/<stem><ext>``; a file name is used as is for one input."""
-    if not many and os.path.splitext(output)[1].lower() in IMAGE_EXTS + VIDEO_EXTS:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        return output
-    os.makedirs(output, exist_ok=True)
-    return os.path.join(output, os.path.splitext(os.path.basename(src))[0] + ext)
+def plan_outputs(args, sources: Sequence[str], ext: str = ".png") -> List[str]:
+    """One distinct output per input, decided before the model is built (never an input file)."""
+    from medseg_core.output_paths import is_file_target, plan_output_paths
+
+    paths = plan_output_paths(sources, args.output, ext, overwrite=args.overwrite, file_exts=IMAGE_EXTS + VIDEO_EXTS)
+    folder = os.path.dirname(os.path.abspath(paths[0])) if is_file_target(args.output, IMAGE_EXTS + VIDEO_EXTS) \
+        else args.output
+    os.makedirs(folder, exist_ok=True)
+    return paths
 
 
 def summarize(predictions: Dict, threshold: float) -> str:
@@ -145,20 +152,18 @@ def summarize(predictions: Dict, threshold: float) -> str:
     return f"outputs {sorted(predictions)}"
 
 
-def run_images(demo, args, records: List[Dict], progress) -> List[str]:
+def run_images(demo, args, records: List[Dict], progress, paths: Sequence[Optional[str]]) -> List[str]:
     from PIL import Image
 
     written = []
-    many = len(records) > 1
-    for rec in progress(records, desc="images", unit="img"):
+    for rec, path in progress(list(zip(records, paths)), desc="images", unit="img"):
         start = time.perf_counter()
         if "annotations" in rec or "sem_seg_file_name" in rec:
             predictions, vis = demo.run_on_dataset_dict(rec)
         else:
             predictions, vis = demo.run_on_file(rec["file_name"])
         msg = f"{rec['file_name']}: {summarize(predictions, demo.confidence_threshold)} in {time.perf_counter() - start:.2f}s"
-        if args.output:
-            path = output_path(args.output, rec["file_name"], many)
+        if path:
             Image.fromarray(vis).save(path)
             written.append(path)
             msg += f" -> {path}"
@@ -166,8 +171,9 @@ def run_images(demo, args, records: List[Dict], progress) -> List[str]:
     return written
 
 
-def run_video(demo, args, progress) -> Optional[str]:
-    """Video file, stream or camera through the threaded pipeline (decode | predict | draw + write)."""
+def run_video(demo, args, progress, path: Optional[str] = None) -> Optional[str]:
+    """Video file, stream or camera through the threaded pipeline (decode | predict | draw + write);
+    ``path``: the planned .mp4 output (none: predictions are only timed)."""
     import cv2
 
     from medseg_core.deploy.video import read_frames
@@ -175,16 +181,16 @@ def run_video(demo, args, progress) -> Optional[str]:
     source = args.webcam if args.webcam is not None else args.video_input
     video = cv2.VideoCapture(source)
     if not video.isOpened():
-        raise FileNotFoundError(f"{source}: cannot open the video / camera")
+        from medseg_core.errors import InputNotFoundError
+
+        raise InputNotFoundError(f"{source}: cannot open the video / camera")
     width, height = int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
     fps = video.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     if total and args.max_frames > 0:
         total = min(total, args.max_frames)
-    writer, path = None, None
-    if args.output:
-        name = f"webcam{args.webcam}" if args.webcam is not None else args.video_input.rstrip("/")
-        path = output_path(args.output, name, False, ".mp4")
+    writer = None
+    if path:
         writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height), True)
         if not writer.isOpened():
             raise RuntimeError(f"{path}: OpenCV cannot write an mp4v video here")
@@ -222,36 +228,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from detectron2.data import DatasetCatalog
 
     import medseg_core.data  # noqa: F401  (registers the built-in and generated data sets)
+    from medseg_core.errors import UsageError, here
     from predictor import VisualizationDemo
 
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
     video = bool(args.video_input) or args.webcam is not None
     if not (args.input or video or args.gt_dataset or args.annotations):
-        raise SystemExit("demo/demo.py: give --input, --video-input, --webcam, --gt-dataset or --annotations")
+        raise UsageError(here() + "give --input, --video-input, --webcam, --gt-dataset or --annotations")
     if video and (args.input or args.gt_dataset or args.annotations):
-        raise SystemExit("demo/demo.py: --video-input / --webcam cannot be combined with image inputs or ground truth")
+        raise UsageError(here() + "--video-input / --webcam cannot be combined with image inputs or ground truth")
     if args.video_input and args.webcam is not None:
-        raise SystemExit("demo/demo.py: give --video-input or --webcam, not both")
+        raise UsageError(here() + "give --video-input or --webcam, not both")
     cfg = setup_cfg(args)
 
     gt_name = args.gt_dataset
     if args.annotations:
         if gt_name:
-            raise SystemExit("demo/demo.py: give either --gt-dataset or --annotations, not both")
+            raise UsageError(here() + "give either --gt-dataset or --annotations, not both")
         gt_name = register_annotations(args.annotations, args.image_root)
     elif gt_name and gt_name not in DatasetCatalog.list():
-        raise SystemExit(f"demo/demo.py: --gt-dataset {gt_name!r} is not registered "
+        raise UsageError(here() + f"--gt-dataset {gt_name!r} is not registered "
                          f"(known: {', '.join(sorted(DatasetCatalog.list()))})")
-
-    demo = VisualizationDemo(cfg, args.confidence_threshold, dataset_name=gt_name or None, fuse=args.fuse,
-                             runtime=args.runtime, runtime_file=args.runtime_file, threads=args.num_threads)
 
     def progress(it=None, **kw):
         return tqdm(it, file=sys.stderr, dynamic_ncols=True, **kw)
 
+    def build_demo():
+        return VisualizationDemo(cfg, args.confidence_threshold, dataset_name=gt_name or None, fuse=args.fuse,
+                                 runtime=args.runtime, runtime_file=args.runtime_file, threads=args.num_threads)
+
     if video:
-        run_video(demo, args, progress)
+        name = f"webcam{args.webcam}" if args.webcam is not None else args.video_input.rstrip("/")
+        video_path = plan_outputs(args, [name], ".mp4")[0] if args.output else None
+        run_video(build_demo(), args, progress, video_path)
         return 0
 
     files = expand_inputs(args.input) if args.input else []
@@ -273,11 +283,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         records = [{"file_name": f} for f in files]
     if args.max_images > 0:
         records = records[: args.max_images]
-    written = run_images(demo, args, records, progress)
+    paths = plan_outputs(args, [r["file_name"] for r in records]) if args.output and records else [None] * len(records)
+    written = run_images(build_demo(), args, records, progress, paths)
     if args.output:
         logger.info("wrote %d overlay(s) to %s", len(written), args.output)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from medseg_core.cli_errors import run_cli
+
+    run_cli(main)

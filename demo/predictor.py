@@ -37,8 +37,8 @@ import medseg_core  # noqa: F401  (NumPy-2 / Pillow shim before detectron2)
 from medseg_core.projects import load_projects
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data import detection_utils as utils
 
+from medseg_core.data.image_io import read_image
 from medseg_core.data.mappers import build_dataset_mapper
 from medseg_core.deploy.predictor import Predictor, build_deployable, build_runtime
 from medseg_core.deploy.video import PipelineStats, VideoPipeline
@@ -141,13 +141,13 @@ class VisualizationDemo:
     def run_on_file(self, file_name: str) -> Tuple[Dict, np.ndarray]:
         """Image file -> (predictions, RGB overlay); the mapper reads the file itself."""
         predictions = self.predictor(file_name=file_name)
-        rgb = utils.read_image(file_name, format="RGB")
+        rgb = read_image(file_name, "RGB", self.predictor.cfg.INPUT.IMAGE_BIT_DEPTH)
         return predictions, self.draw(rgb, predictions)
 
     def run_on_dataset_dict(self, dataset_dict: Dict, with_gt: bool = True) -> Tuple[Dict, np.ndarray]:
         """Registered record -> (predictions, ground truth | prediction) side by side."""
         predictions = self.predictor(dataset_dict=dataset_dict)
-        rgb = utils.read_image(dataset_dict["file_name"], format="RGB")
+        rgb = read_image(dataset_dict["file_name"], "RGB", self.predictor.cfg.INPUT.IMAGE_BIT_DEPTH)
         pred = self.draw(rgb, predictions)
         if not with_gt:
             return predictions, pred

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, List
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save"]
+__all__ = [
+    "atomic_write", "atomic_write_text", "atomic_write_json", "atomic_torch_save",
+    "is_temporary", "remove_temporaries",
+]
+
+_SUFFIX = ".tmp"
 
 
 @contextmanager
@@ -25,7 +31,7 @@ def atomic_write(path: str, mode: str = "w", encoding: str = "utf-8") -> Iterato
         raise ValueError(f"atomic_write: mode {mode!r} must be 'w' or 'wb'")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=_SUFFIX, dir=folder)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the target gets the usual permissions
@@ -59,3 +65,27 @@ def atomic_torch_save(obj: Any, path: str) -> None:
 
     with atomic_write(path, "wb") as f:
         torch.save(obj, f)
+
+
+def is_temporary(name: str, target: str = ".+") -> bool:
+    """Whether the file name ``name`` is a temporary that :func:`atomic_write` leaves when the
+    process is killed mid-write, for a target whose base name matches the regular expression
+    ``target`` (also ``<target>.tmp``, the name earlier versions of the toolkit wrote)."""
+    suffix = re.escape(_SUFFIX)
+    return re.fullmatch(rf"\.(?:{target})\.\w+{suffix}|(?:{target}){suffix}", name) is not None
+
+
+def remove_temporaries(folder: str, target: str = ".+") -> List[str]:
+    """Delete the temporaries of killed writes (see :func:`is_temporary`) in ``folder``; their
+    targets are untouched. Returns the removed names."""
+    removed: List[str] = []
+    if not folder or not os.path.isdir(folder):
+        return removed
+    for name in sorted(os.listdir(folder)):
+        if is_temporary(name, target):
+            try:
+                os.remove(os.path.join(folder, name))
+                removed.append(name)
+            except OSError:
+                pass
+    return removed

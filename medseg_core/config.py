@@ -1,8 +1,9 @@
 """Shared config keys, safe YAML loading and the one place that builds a full project config.
 
 Detectron2's ``CfgNode.merge_from_file`` falls back to ``yaml.unsafe_load`` when a file has
-Python tags; :class:`SafeCfgNode` never does. Unknown keys and malformed files raise
-:class:`~medseg_core.errors.ConfigError` naming the file.
+Python tags; :class:`SafeCfgNode` never does. Unknown keys, malformed files and values outside
+their valid range (:mod:`medseg_core.config_rules`) raise :class:`~medseg_core.errors.ConfigError`
+naming the file.
 """
 from __future__ import annotations
 
@@ -51,12 +52,22 @@ def add_medseg_config(cfg: _D2CfgNode) -> None:
 
     # Run on the GPU when one is visible, else on the CPU (Detectron2's default is "cuda").
     cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+    # Training only: load the tensors of MODEL.WEIGHTS whose names and shapes match the model and
+    # keep the others as initialised (fine-tuning from a backbone-only checkpoint or one with
+    # another class count). False: any missing, unexpected or mis-shaped tensor stops the run.
+    # Evaluation, the demo, export and --resume always require an exact match.
+    cfg.MODEL.WEIGHTS_ALLOW_PARTIAL = False
     # Name of the dataset mapper in medseg_core.data.DATASET_MAPPER_REGISTRY; "" picks one
     # from the training set's evaluator_type ("coco" -> instance, "sem_seg", "volume").
     cfg.INPUT.DATASET_MAPPER_NAME = ""
     # Resize every image (and mask) to this (H, W) in training and test; (0, 0) keeps
     # Detectron2's shortest-edge resizing. LGMSNet-style semantic models use (256, 256).
     cfg.INPUT.FIXED_SIZE = (0, 0)
+    # Significant bits of 16-bit single-channel images (PNG/TIFF): pixel values are scaled from
+    # [0, 2^BITS - 1] to the models' 0..255 input range. 16 = the file's full range (OpenCV's
+    # convention); 12 for 12-bit X-rays stored in 16-bit files. A value above the range stops
+    # the run with the file named. 8-bit images are never rescaled.
+    cfg.INPUT.IMAGE_BIT_DEPTH = 16
     # Random 90-degree rotation (p = 0.5) in the semantic mapper (LGMSNet's RandomRotate90).
     cfg.INPUT.RANDOM_ROTATE90 = False
     # Instance mask format: "auto" reads it from the registered data set ("bitmask" when any
@@ -97,6 +108,10 @@ def add_medseg_config(cfg: _D2CfgNode) -> None:
     # Evaluators to run, by name in medseg_core.evaluation.EVALUATOR_REGISTRY; empty picks
     # them from each test set's evaluator_type.
     cfg.TEST.EVALUATORS = []
+    # How instance models return pred_masks: "full" ((N, H, W) at the image size; evaluators need
+    # it) or "boxes" (medseg_core.cropped_masks.CroppedMasks: each mask only inside its box, memory
+    # proportional to the box areas; the demo sets it). Models without support return "full".
+    cfg.TEST.MASK_OUTPUT = "full"
     # Maximum detections per image passed to COCOEvaluator (COCO's default is 100).
     cfg.TEST.DETECTIONS_PER_IMAGE_EVAL = 100
     # Ultralytics-protocol evaluator "ultralytics_segm" (the protocol of YOLO papers such as LMSF-A).
@@ -117,8 +132,9 @@ def add_medseg_config(cfg: _D2CfgNode) -> None:
     # FLOP convention of the model's paper: "thop2x" (2 x legacy-thop ops: Ultralytics, LMSF-A),
     # "thop" (legacy-thop ops = MACs, e.g. LGMSNet) or "fvcore" (fvcore MACs).
     cfg.MODEL.FLOPS_CONVENTION = "thop2x"
-    # Check every registered image/mask file (exists, decodable header, sizes agree) before
-    # training starts, so that a bad file fails in seconds rather than hours in.
+    # Decode every registered image, mask, RLE and volume once (in parallel, cached by path, size
+    # and modification time) and check sizes, label values and annotations before training
+    # starts, so that a bad file fails in seconds rather than hours in (every bad file listed).
     cfg.DATASETS.VALIDATE = True
     # Volumetric (3D) models: MODEL.VOLUMETRIC.* and INPUT.VOLUME.* (one comment per key there).
     from .modeling.volumetric import add_volumetric_config
@@ -154,8 +170,10 @@ def load_config(
         cfg.merge_from_file(config_file)
     if opts:
         cfg.merge_from_list(list(opts))
+    from .config_rules import validate_config
     from .data.registration import resolve_mask_format
 
+    validate_config(cfg, config_file, opts)  # value ranges (medseg_core.config_rules), before any work
     resolve_mask_format(cfg)
     if freeze:
         cfg.freeze()

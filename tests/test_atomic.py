@@ -1,12 +1,17 @@
 """medseg_core.atomic: the one write-to-temp-then-rename helper, and that nothing else re-implements it."""
 import os
 import re
+import signal
 import stat
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from medseg_core.atomic import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text
+from medseg_core.atomic import (
+    atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text, is_temporary, remove_temporaries,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,3 +63,20 @@ def test_no_other_copy_of_the_pattern():
                 if rel not in _ALLOWED and re.search(r"os\.(replace|rename)\(|\.tmp[\"']", src):
                     offenders.append(rel)
     assert not offenders, f"write through medseg_core.atomic instead: {offenders}"
+
+
+def test_temporaries_of_killed_writes_are_recognised_and_removed(tmp_path):
+    kill = ("import os, signal, sys; from medseg_core.atomic import atomic_write\n"
+            "with atomic_write(sys.argv[1], 'wb') as f:\n"
+            "    f.write(b'half'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)")
+    target = tmp_path / "model_final.pth"
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    assert subprocess.run([sys.executable, "-c", kill, str(target)], env=env).returncode == -signal.SIGKILL
+    (name,) = os.listdir(tmp_path)  # the killed write left its temporary, not the target
+    assert is_temporary(name) and is_temporary(name, r".+\.pth") and not is_temporary(name, "last_checkpoint")
+    assert is_temporary("model_final.pth.tmp", r".+\.pth")  # the name earlier versions wrote
+    assert not is_temporary("model_final.pth") and not is_temporary("notes.tmp.txt")
+    (tmp_path / "model_0000004.pth").write_bytes(b"complete")
+    (tmp_path / "notes.tmp").write_text("not a checkpoint write")
+    assert remove_temporaries(str(tmp_path), r".+\.pth") == [name]
+    assert sorted(os.listdir(tmp_path)) == ["model_0000004.pth", "notes.tmp"]

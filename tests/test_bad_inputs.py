@@ -59,7 +59,7 @@ def test_missing_image(tmp_path):
 def test_corrupt_image(tmp_path):
     js, _ = _coco(tmp_path)
     (tmp_path / "a.png").write_bytes(b"this is not a png")
-    with pytest.raises(DatasetError, match=r"a\.png: not a readable image"):
+    with pytest.raises(DatasetError, match=r"a\.png: cannot decode image \(cannot identify image file\)"):
         _load(tmp_path, js)
 
 
@@ -87,7 +87,8 @@ def test_rle_mask_size_mismatch(tmp_path):
     js, data = _coco(tmp_path)
     data["annotations"][0]["segmentation"] = {"size": [16, 16], "counts": "0`0"}
     open(js, "w").write(json.dumps(data))
-    with pytest.raises(DatasetError, match=r"ann\.json: annotation 1: mask size 16x16 does not match"):
+    with pytest.raises(DatasetError, match=r"ann\.json: annotation 1 \(image a\.png\): mask size \[16, 16\] does not match "
+                                           r"the image's 32x48"):
         _load(tmp_path, js)
 
 
@@ -151,7 +152,7 @@ def test_semantic_mapper_remaps_0_255_and_ignores_unknown_values(tmp_path):
     m[0, 0] = 7
     Image.fromarray(m).save(tmp_path / "msk" / "x.png")
     register_semantic_folder("remap_test", str(tmp_path / "img"), str(tmp_path / "msk"), ["bg", "fg"],
-                             mask_value_map={0: 0, 255: 1})
+                             mask_value_map={0: 0, 255: 1}, unknown_values="ignore")
     (d,) = DatasetCatalog.get("remap_test")
     cfg = load_test_cfg(None, "INPUT.RANDOM_FLIP", "none")
     sem = SemanticMapper(cfg, is_train=True)(d)["sem_seg"].numpy()

@@ -212,7 +212,9 @@ def test_demo_rejects_bad_inputs(tmp_path):
     cli = _demo_cli()
     with pytest.raises(FileNotFoundError, match="no image matches"):
         cli.expand_inputs([str(tmp_path / "missing*.png")])
-    with pytest.raises(SystemExit):
+    from medseg_core.errors import UsageError
+
+    with pytest.raises(UsageError, match="give --input"):
         cli.main(["--config-file", LMSFA_CFG])
 
 

@@ -92,6 +92,14 @@ def main(argv=None) -> int:
             print(f"error: {c}: config file does not exist", file=sys.stderr)
             return 2
     models = [ModelSpec(n, c, None if w in ("-", "", "none") else w) for n, c, w in zip(names, args.configs, weights)]
+    # every config value and given checkpoint is checked before the first model trains
+    from medseg_core.checkpoint import check_checkpoint_for_config
+    from medseg_core.config import load_config
+
+    for m in models:
+        cfg = load_config(m.config, opts)
+        if m.weights:
+            check_checkpoint_for_config(cfg, m.weights)
     comp = Comparison(
         models, args.output_dir, test_set=args.test_set,
         seeds=[args.seed_base + i for i in range(max(args.seeds, 1))], opts=opts,
@@ -111,4 +119,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from medseg_core.cli_errors import run_cli
+
+    run_cli(main)

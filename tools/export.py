@@ -294,4 +294,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from medseg_core.cli_errors import run_cli
+
+    run_cli(main)

@@ -104,4 +104,6 @@ def write_markdown_card(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from medseg_core.cli_errors import run_cli
+
+    run_cli(main)

@@ -56,9 +56,10 @@ def write_overlays(cfg, model, dataset_name, out_dir, num, score_thresh):
     import torch
     from PIL import Image
     from detectron2.data import DatasetCatalog, MetadataCatalog
-    from detectron2.data import detection_utils as utils
 
+    from medseg_core.data.image_io import read_image
     from medseg_core.data.mappers import build_dataset_mapper
+    from medseg_core.output_paths import plan_output_paths
     from medseg_core.visualization import draw_dataset_ground_truth, draw_prediction, side_by_side
 
     os.makedirs(out_dir, exist_ok=True)
@@ -66,12 +67,14 @@ def write_overlays(cfg, model, dataset_name, out_dir, num, score_thresh):
     mapper = build_dataset_mapper(cfg, False, dataset_name)
     written = []
     model.eval()
-    for d in DatasetCatalog.get(dataset_name)[:num]:
-        rgb = utils.read_image(d["file_name"], format="RGB")
+    dicts = DatasetCatalog.get(dataset_name)[:num]
+    # one overlay per image even when two images share a file name (this run's own folder)
+    paths = plan_output_paths([d["file_name"] for d in dicts], out_dir, suffix="_gt_vs_pred", overwrite=True)
+    for d, path in zip(dicts, paths):
+        rgb = read_image(d["file_name"], "RGB", cfg.INPUT.IMAGE_BIT_DEPTH)
         with torch.no_grad():
             out = model([mapper(dict(d))])[0]
         both = side_by_side(draw_dataset_ground_truth(rgb, d, meta), draw_prediction(rgb, out, meta, score_thresh))
-        path = os.path.join(out_dir, os.path.splitext(os.path.basename(d["file_name"]))[0] + "_gt_vs_pred.png")
         Image.fromarray(both).save(path)
         written.append(path)
     return written
@@ -126,4 +129,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from medseg_core.cli_errors import run_cli
+
+    run_cli(main)

@@ -20,6 +20,8 @@ import statistics
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from medseg_core.errors import DatasetError, InputNotFoundError
+
 
 def read_evaluations(run_dir: str) -> Dict[int, Dict[str, float]]:
     """iteration -> evaluation metrics (rows of metrics.json holding any '<task>/AP'-like key).
@@ -27,7 +29,7 @@ def read_evaluations(run_dir: str) -> Dict[int, Dict[str, float]]:
     A run resumed from a checkpoint logs some evaluations twice; the later line wins."""
     path = os.path.join(run_dir, "metrics.json")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no metrics.json (not a training output directory?)")
+        raise InputNotFoundError(f"{path}: no metrics.json (not a training output directory?)")
     evals: Dict[int, Dict[str, float]] = {}
     with open(path) as f:
         for n, line in enumerate(f, 1):
@@ -37,7 +39,7 @@ def read_evaluations(run_dir: str) -> Dict[int, Dict[str, float]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not JSON ({e})") from e
+                raise DatasetError(f"{path}:{n}: not JSON ({e})") from e
             metrics = {k: float(v) for k, v in row.items() if "/" in k and isinstance(v, (int, float))
                        and k.split("/", 1)[0] in ("segm", "bbox", "sem_seg", "volumetric")}
             if metrics and "iteration" in row:
@@ -139,4 +141,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from medseg_core.cli_errors import run_cli
+
+    run_cli(main)

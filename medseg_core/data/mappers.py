@@ -4,7 +4,8 @@
 ``evaluator_type`` ("coco" -> "instance", "sem_seg" -> "semantic", "volume" -> "volume").
 Projects register their own (e.g. LMSF-A's YOLO mosaic mapper) in the same registry.
 
-Every mapper turns an unreadable image or mask into a
+Every mapper reads through :mod:`.image_io` (EXIF orientation applied to images and masks,
+16-bit images scaled by ``INPUT.IMAGE_BIT_DEPTH``) and turns an unreadable image or mask into a
 :class:`~medseg_core.errors.DatasetError` that names the file.
 """
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from .. import compat  # noqa: F401
 
@@ -24,6 +24,7 @@ from detectron2.data import transforms as T
 from detectron2.utils.registry import Registry
 
 from ..errors import DatasetError
+from .image_io import read_image, read_label_array
 
 DATASET_MAPPER_REGISTRY = Registry("DATASET_MAPPER")
 DATASET_MAPPER_REGISTRY.__doc__ = """
@@ -36,13 +37,9 @@ DEFAULT_MAPPER_BY_TYPE = {"coco": "instance", "sem_seg": "semantic", "volume": "
 __all__ = ["DATASET_MAPPER_REGISTRY", "build_dataset_mapper", "read_image_checked", "read_label_mask"]
 
 
-def read_image_checked(file_name: str, fmt: str) -> np.ndarray:
-    try:
-        return utils.read_image(file_name, format=fmt)
-    except FileNotFoundError as e:
-        raise DatasetError(f"{file_name}: image file does not exist") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(f"{file_name}: cannot decode image ({e})") from e
+def read_image_checked(file_name: str, fmt: str, bit_depth: int = 16) -> np.ndarray:
+    """:func:`.image_io.read_image`: displayed orientation, 16-bit scaled, errors naming the file."""
+    return read_image(file_name, fmt, bit_depth)
 
 
 def read_label_mask(
@@ -52,15 +49,9 @@ def read_label_mask(
     value_map: Optional[Dict[int, int]] = None,
     threshold: Optional[int] = None,
 ) -> np.ndarray:
-    """Read a label mask as int64 class ids; unmapped or out-of-range values -> ``ignore_label``."""
-    try:
-        with Image.open(file_name) as im:
-            raw = np.asarray(im.convert("L") if im.mode not in ("L", "P", "I", "I;16") else im)
-    except FileNotFoundError as e:
-        raise DatasetError(f"{file_name}: mask file does not exist") from e
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DatasetError(f"{file_name}: cannot decode mask ({e})") from e
-    raw = raw.astype(np.int64)
+    """Read a label mask as int64 class ids; unmapped or out-of-range values -> ``ignore_label``
+    (the pre-training check refuses such values in training data; see :mod:`.file_checks`)."""
+    raw = read_label_array(file_name, gray=threshold is not None)
     if threshold is not None:
         return (raw > threshold).astype(np.int64)
     if value_map:
@@ -74,27 +65,47 @@ def read_label_mask(
     return out
 
 
-def build_dataset_mapper(cfg, is_train: bool, dataset_name: Optional[str] = None) -> Callable:
+def resolve_mapper_name(cfg, dataset_name: Optional[str]) -> str:
+    """``INPUT.DATASET_MAPPER_NAME``, or the default for the data set's ``evaluator_type``."""
     name = cfg.INPUT.DATASET_MAPPER_NAME
-    if not name:
-        ds = dataset_name or (cfg.DATASETS.TRAIN[0] if is_train else cfg.DATASETS.TEST[0])
-        etype = MetadataCatalog.get(ds).get("evaluator_type", "coco")
-        name = DEFAULT_MAPPER_BY_TYPE.get(etype, "instance")
-    return DATASET_MAPPER_REGISTRY.get(name)(cfg, is_train)
+    if name:
+        return name
+    etype = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco") if dataset_name else "coco"
+    return DEFAULT_MAPPER_BY_TYPE.get(etype, "instance")
+
+
+def build_dataset_mapper(cfg, is_train: bool, dataset_name: Optional[str] = None) -> Callable:
+    ds = dataset_name
+    if not cfg.INPUT.DATASET_MAPPER_NAME and not ds:
+        ds = cfg.DATASETS.TRAIN[0] if is_train else cfg.DATASETS.TEST[0]
+    return DATASET_MAPPER_REGISTRY.get(resolve_mapper_name(cfg, ds))(cfg, is_train)
 
 
 class CheckedDatasetMapper(DatasetMapper):
-    """Detectron2's ``DatasetMapper`` with file-naming errors for unreadable images."""
+    """Detectron2's ``DatasetMapper`` reading through :mod:`.image_io` (file-naming errors,
+    16-bit scaling, EXIF orientation); instance models only (no semantic / proposal inputs)."""
+
+    def __init__(self, cfg, is_train: bool = True):
+        super().__init__(cfg, is_train)
+        self.bit_depth = int(cfg.INPUT.IMAGE_BIT_DEPTH)
 
     def __call__(self, dataset_dict):
+        d = copy.deepcopy(dataset_dict)
+        image = read_image_checked(d["file_name"], self.image_format, self.bit_depth)
         try:
-            return super().__call__(dataset_dict)
-        except DatasetError:
-            raise
-        except FileNotFoundError as e:
-            raise DatasetError(f"{dataset_dict.get('file_name')}: image file does not exist") from e
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise DatasetError(f"{dataset_dict.get('file_name')}: cannot decode image ({e})") from e
+            utils.check_image_size(d, image)
+        except utils.SizeMismatchError as e:
+            raise DatasetError(f"{d['file_name']}: {e}") from e
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        image = aug_input.image
+        d["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if not self.is_train:
+            d.pop("annotations", None)
+            return d
+        if "annotations" in d:
+            self._transform_annotations(d, transforms, image.shape[:2])
+        return d
 
 
 @DATASET_MAPPER_REGISTRY.register()
@@ -186,6 +197,7 @@ class SemanticMapper:
     def __init__(self, cfg, is_train: bool):
         self.is_train = is_train
         self.image_format = cfg.INPUT.FORMAT
+        self.bit_depth = int(cfg.INPUT.IMAGE_BIT_DEPTH)
         fh, fw = cfg.INPUT.FIXED_SIZE
         augs: List[T.Augmentation] = []
         if is_train:
@@ -208,7 +220,7 @@ class SemanticMapper:
 
     def __call__(self, dataset_dict: Dict) -> Dict:
         d = copy.deepcopy(dataset_dict)
-        image = read_image_checked(d["file_name"], self.image_format)
+        image = read_image_checked(d["file_name"], self.image_format, self.bit_depth)
         sem = None
         if "sem_seg_file_name" in d and self.is_train:
             sem = read_label_mask(

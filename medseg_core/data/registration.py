@@ -25,7 +25,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
 from ..errors import DatasetError
-from .validation import check_image_file, mask_format_of, read_json, validate_coco_dict
+from .validation import check_semantic_files, check_volume_files, mask_format_of, read_json, validate_coco_dict
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _register(name: str, loader, **meta) -> None:
 # --------------------------------------------------------------------------- instances
 def _load_checked_coco(name: str, json_file: str, image_root: str, validate: bool) -> List[Dict]:
     data = read_json(json_file)
-    summary = validate_coco_dict(data, json_file, image_root if validate else None)
+    summary = validate_coco_dict(data, json_file, image_root if validate else None, dataset_name=name)
     meta = MetadataCatalog.get(name)
     names = [c["name"] for c in sorted(data["categories"], key=lambda c: c["id"])]
     if meta.get("thing_classes") is not None and list(meta.thing_classes) != names:
@@ -148,30 +148,38 @@ def load_semantic_folder(
     mask_dir: str,
     ids: Optional[Sequence[str]] = None,
     validate: bool = True,
+    mask_info: Optional[Dict] = None,
+    dataset_name: Optional[str] = None,
 ) -> List[Dict]:
-    """Pair images and masks by file stem; check that both exist and have the same size."""
+    """Pair images and masks by file stem; with ``validate`` decode both (cached) and check sizes
+    and mask values (:func:`~.validation.check_semantic_files`).
+
+    ``mask_info`` (``num_classes``, ``ignore_label``, ``mask_value_map``, ``mask_threshold``) is
+    what the mapper needs to decode a mask; it travels with every record."""
+    info = {"num_classes": 256, "ignore_label": 255, "mask_value_map": None, "mask_threshold": None}
+    info.update(mask_info or {})
     images = _stem_map(image_dir, IMAGE_EXTS)
     masks = _stem_map(mask_dir, IMAGE_EXTS)
     if ids is None:
         ids = sorted(images)
     dicts = []
+    missing = []
     for i in ids:
         if i not in images:
-            raise DatasetError(f"{os.path.join(image_dir, i)}.*: image listed in the split is missing")
-        if i not in masks:
-            raise DatasetError(f"{images[i]}: no mask with the same name in {mask_dir}")
-        rec = {"file_name": images[i], "sem_seg_file_name": masks[i], "image_id": i}
-        if validate:
-            h, w = check_image_file(images[i])
-            mh, mw = check_image_file(masks[i])
-            if (mh, mw) != (h, w):
-                raise DatasetError(
-                    f"{masks[i]}: mask is {mh}x{mw} (HxW) but its image {images[i]} is {h}x{w}"
-                )
-            rec.update(height=h, width=w)
-        dicts.append(rec)
+            missing.append(f"{os.path.join(image_dir, i)}.*: image listed in the split is missing")
+        elif i not in masks:
+            missing.append(f"{images[i]}: no mask with the same name in {mask_dir}")
+        else:
+            dicts.append({"file_name": images[i], "sem_seg_file_name": masks[i], "image_id": i, **info})
+    from .file_checks import raise_problems
+
+    raise_problems(missing, image_dir, len(ids), "images")
     if not dicts:
         raise DatasetError(f"{image_dir}: data set is empty (no images)")
+    if validate:
+        sizes = check_semantic_files(dicts, info, image_dir, dataset_name)
+        for rec, (h, w) in zip(dicts, sizes):
+            rec.update(height=h, width=w)
     return dicts
 
 
@@ -192,15 +200,20 @@ def register_semantic_folder(
     mask_value_map: Optional[Dict[int, int]] = None,
     mask_threshold: Optional[int] = None,
     validate: bool = True,
+    unknown_values: str = "error",
     **extra_meta,
 ) -> None:
     """Register a folder of images with same-named label masks.
 
     Pixel values are class ids unless ``mask_value_map`` remaps them (e.g. {0: 0, 255: 1} for
     0/255 lesion masks) or ``mask_threshold`` binarises them (gray > threshold -> 1, for
-    JPEG-compressed 0/255 masks). Values that are neither mapped nor a valid class id become
-    ``ignore_label`` (the mapper does this), so an undocumented label never trains as a class.
+    JPEG-compressed 0/255 masks). A value that is neither mapped nor a valid class id nor
+    ``ignore_label`` stops the pre-training check naming the mask (``unknown_values="error"``);
+    ``"ignore"`` treats such values as ``ignore_label`` with a warning naming each mask (for a
+    known, documented defect of a public data set). The mapper never trains them as a class.
     """
+    if unknown_values not in ("error", "ignore"):
+        raise ValueError(f"unknown_values must be 'error' or 'ignore', got {unknown_values!r}")
     ids = list(ids) if ids is not None else None
     # What the mapper needs to decode a mask travels with every record.
     mask_info = {
@@ -208,13 +221,11 @@ def register_semantic_folder(
         "ignore_label": ignore_label,
         "mask_value_map": dict(mask_value_map) if mask_value_map else None,
         "mask_threshold": mask_threshold,
+        "unknown_values": unknown_values,
     }
 
     def load():
-        dicts = load_semantic_folder(image_dir, mask_dir, ids, validate)
-        for d in dicts:
-            d.update(mask_info)
-        return dicts
+        return load_semantic_folder(image_dir, mask_dir, ids, validate, mask_info, dataset_name=name)
 
     _register(
         name,
@@ -232,10 +243,11 @@ def register_semantic_folder(
 
 # --------------------------------------------------------------------------- volumes
 def load_volume_folder(
-    image_dir: str, label_dir: str, ids: Optional[Sequence[str]] = None, validate: bool = True
+    image_dir: str, label_dir: str, ids: Optional[Sequence[str]] = None, validate: bool = True,
+    num_classes: int = 256, ignore_label: int = 255, dataset_name: Optional[str] = None,
 ) -> List[Dict]:
-    """Pair ``<id>.nii.gz`` images and labels; with ``validate`` compare their header shapes."""
-    from .volumes import read_nifti_header
+    """Pair ``<id>.nii.gz`` images and labels; with ``validate`` decode both (cached) and check
+    shapes and label values (:func:`~.validation.check_volume_files`)."""
 
     def stems(folder):
         if not os.path.isdir(folder):
@@ -245,22 +257,23 @@ def load_volume_folder(
 
     images, labels = stems(image_dir), stems(label_dir)
     ids = sorted(images) if ids is None else list(ids)
-    dicts = []
+    dicts, missing = [], []
     for i in ids:
         if i not in images:
-            raise DatasetError(f"{os.path.join(image_dir, i)}.nii.gz: volume listed in the split is missing")
-        if i not in labels:
-            raise DatasetError(f"{images[i]}: no label volume with the same name in {label_dir}")
-        rec = {"file_name": images[i], "label_file_name": labels[i], "image_id": i}
-        if validate:
-            shape, spacing = read_nifti_header(images[i])
-            lshape, _ = read_nifti_header(labels[i])
-            if tuple(lshape[:3]) != tuple(shape[:3]):
-                raise DatasetError(f"{labels[i]}: label shape {lshape} differs from image shape {shape}")
-            rec.update(shape=tuple(int(s) for s in shape), spacing=tuple(float(s) for s in spacing))
-        dicts.append(rec)
+            missing.append(f"{os.path.join(image_dir, i)}.nii.gz: volume listed in the split is missing")
+        elif i not in labels:
+            missing.append(f"{images[i]}: no label volume with the same name in {label_dir}")
+        else:
+            dicts.append({"file_name": images[i], "label_file_name": labels[i], "image_id": i})
+    from .file_checks import raise_problems
+
+    raise_problems(missing, image_dir, len(ids), "volumes")
     if not dicts:
         raise DatasetError(f"{image_dir}: data set is empty (no volumes)")
+    if validate:
+        found = check_volume_files(dicts, num_classes, ignore_label, image_dir, dataset_name)
+        for rec, (shape, spacing) in zip(dicts, found):
+            rec.update(shape=tuple(int(s) for s in shape), spacing=tuple(float(s) for s in spacing))
     return dicts
 
 
@@ -278,7 +291,7 @@ def register_volume_folder(
     ids = list(ids) if ids is not None else None
     _register(
         name,
-        lambda: load_volume_folder(image_dir, label_dir, ids, validate),
+        lambda: load_volume_folder(image_dir, label_dir, ids, validate, len(stuff_classes), ignore_label, name),
         image_root=image_dir,
         label_root=label_dir,
         evaluator_type="volume",

@@ -249,9 +249,10 @@ def register_smoke_volumes() -> None:
         img_dir = os.path.join(root, "images", split)
         lab_dir = os.path.join(root, "labels", split)
 
-        def load(img_dir=img_dir, lab_dir=lab_dir):
+        def load(img_dir=img_dir, lab_dir=lab_dir, name=f"smoke_vol_{split}"):
             ensure_smoke_volumes(root)
-            return load_volume_folder(img_dir, lab_dir, None, validate=True)
+            return load_volume_folder(img_dir, lab_dir, None, validate=True, num_classes=len(SMOKE_VOLUME_CLASSES),
+                                      ignore_label=255, dataset_name=name)
 
         _register(
             f"smoke_vol_{split}", load, image_root=img_dir, label_root=lab_dir,
@@ -336,14 +337,13 @@ def register_smoke_semantic() -> None:
             mask_dir = os.path.join(root, sub)
             json_file = os.path.join(inst_root, "annotations", f"instances_{split}.json")
 
-            def load(mask_dir=mask_dir, json_file=json_file, classes=classes, value_map=value_map):
+            def load(mask_dir=mask_dir, json_file=json_file, classes=classes, value_map=value_map,
+                     name=f"{prefix}_{split}"):
                 ensure_smoke_semantic(root)
                 with open(json_file) as fh:
                     ids = [os.path.splitext(im["file_name"])[0] for im in json.load(fh)["images"]]
-                dicts = load_semantic_folder(image_dir, mask_dir, ids, validate=True)
-                for d in dicts:
-                    d.update(num_classes=len(classes), ignore_label=255, mask_value_map=value_map, mask_threshold=None)
-                return dicts
+                info = dict(num_classes=len(classes), ignore_label=255, mask_value_map=value_map, mask_threshold=None)
+                return load_semantic_folder(image_dir, mask_dir, ids, validate=True, mask_info=info, dataset_name=name)
 
             _register(
                 f"{prefix}_{split}", load, image_root=image_dir, sem_seg_root=mask_dir,

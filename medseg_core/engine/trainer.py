@@ -33,7 +33,7 @@ from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 
 from ..atomic import atomic_write_json
-from ..checkpoint import SafeCheckpointer
+from ..checkpoint import SafeCheckpointer, check_state_dict_fits, remove_stale_temporaries
 from ..data.mappers import build_dataset_mapper
 from ..evaluation import build_evaluators
 from .hooks import FinalDataPhaseHook, ModelEMA, ModelEMAHook, MomentumWarmupHook
@@ -116,7 +116,9 @@ class MedSegTrainer(DefaultTrainer):
             model, data_loader, optimizer, cfg.SOLVER.ACCUMULATE_STEPS, cfg.SOLVER.AMP.ENABLED
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = SafeCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = SafeCheckpointer(
+            model, cfg.OUTPUT_DIR, cfg=cfg, partial_hint=True, trainer=weakref.proxy(self)
+        )
         if self.model_ema is not None:
             self.checkpointer.add_checkpointable("model_ema", self.model_ema)
         self.start_iter = 0
@@ -127,10 +129,16 @@ class MedSegTrainer(DefaultTrainer):
     # ------------------------------------------------------------------ building blocks
     @staticmethod
     def validate_datasets(cfg) -> None:
-        """Load (and so validate) every train and test set now, before the first iteration."""
+        """The pre-training check, before the model is built: load every train and test set (its
+        loader decodes every file, cached; see ``medseg_core.data.file_checks``), then the checks
+        that depend on the config or on training (:func:`~medseg_core.data.check_dataset_for_config`)."""
+        from ..data.validation import check_dataset_for_config
+
         for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
-            n = len(DatasetCatalog.get(name))
-            logger.info("Data set %s: %d items checked", name, n)
+            start = time.perf_counter()
+            dicts = DatasetCatalog.get(name)
+            check_dataset_for_config(cfg, name, dicts, training=name in cfg.DATASETS.TRAIN)
+            logger.info("Data set %s: %d items checked in %.1fs", name, len(dicts), time.perf_counter() - start)
 
     @classmethod
     def build_model(cls, cfg):
@@ -189,7 +197,18 @@ class MedSegTrainer(DefaultTrainer):
         """Train; returns the last evaluation results (Detectron2 returns them only when
         TEST.EXPECTED_RESULTS is set)."""
         super().train()
+        self._ensure_final_checkpoint()
         return getattr(self, "_last_eval_results", None)
+
+    def _ensure_final_checkpoint(self) -> None:
+        """Write ``model_final.pth`` when training is complete but the file is missing: a run killed
+        while writing it resumes from the checkpoint of the last iteration, so no iteration is
+        left to run and Detectron2's periodic checkpointer would never write it."""
+        if not comm.is_main_process() or self.iter < self.max_iter:
+            return
+        if not os.path.isfile(os.path.join(self.cfg.OUTPUT_DIR, "model_final.pth")):
+            logger.info("Training is complete but model_final.pth is missing: writing it now")
+            self.checkpointer.save("model_final", iteration=self.max_iter - 1)
 
     def eval_model(self) -> torch.nn.Module:
         """The model to evaluate: the weight average when enabled and asked for."""
@@ -198,8 +217,12 @@ class MedSegTrainer(DefaultTrainer):
         return self.model
 
     def resume_or_load(self, resume: bool = True):
-        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         resumed = resume and self.checkpointer.has_checkpoint()
+        if comm.is_main_process():
+            remove_stale_temporaries(self.cfg.OUTPUT_DIR)
+        # a resumed run must fit its own checkpoint; MODEL.WEIGHTS may be partial only when asked
+        self.checkpointer.strict = resumed or not self.cfg.MODEL.WEIGHTS_ALLOW_PARTIAL
+        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
         if resumed:
             self.start_iter = self.iter + 1
         if self.model_ema is not None and not resumed:
@@ -243,9 +266,10 @@ def write_results_json(output_dir: str, dataset_name: str, res: Dict, iteration:
 def load_weights_for_eval(cfg, model: torch.nn.Module, path: str, resume: bool = False) -> None:
     """Load weights for inference: the weight average when the checkpoint has one and
     ``MODEL_EMA.USE_FOR_EVAL`` is on, else the raw weights."""
-    checkpointer = SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    checkpointer = SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR, cfg=cfg)  # always strict
     extra = checkpointer.resume_or_load(path, resume=resume)
     ema = extra.get("model_ema") if isinstance(extra, dict) else None
     if ema is not None and cfg.MODEL_EMA.USE_FOR_EVAL:
+        check_state_dict_fits(model, ema["model"], f"{path} (model_ema)", cfg)
         model.load_state_dict(ema["model"])
         logger.info("Using the weight average (model_ema, %s updates) for evaluation", ema.get("updates"))

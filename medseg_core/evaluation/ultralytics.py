@@ -54,7 +54,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
-from ..errors import DatasetError
+from ..errors import DatasetError, here
 from .registry import EVALUATOR_REGISTRY
 
 logger = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class UltralyticsSegEvaluator(DatasetEvaluator):
                  output_dir: Optional[str] = None, distributed: bool = True) -> None:
         if image_size <= 0 or image_size % 32:
             raise ValueError(
-                f"medseg_core/evaluation/ultralytics.py: image_size must be a positive multiple of 32, got {image_size}"
+                here() + f"image_size must be a positive multiple of 32, got {image_size}"
             )
         self.dataset_name = dataset_name
         self.image_size, self.conf_thresh, self.max_det = image_size, conf_thresh, max_det
@@ -271,7 +271,7 @@ class UltralyticsSegEvaluator(DatasetEvaluator):
                 pm = inst.pred_masks
                 if pm.dim() != 3 or tuple(pm.shape[-2:]) != (h0, w0):
                     raise ValueError(
-                        f"medseg_core/evaluation/ultralytics.py: {d['file_name']}: pred_masks must be (N, {h0}, {w0}) "
+                        here() + f"{d['file_name']}: pred_masks must be (N, {h0}, {w0}) "
                         f"full-image masks at the original size, got {tuple(pm.shape)}"
                     )
                 pm = grid_sample_masks(pm[torch.from_numpy(keep)], geom, self.mask_ratio)

@@ -68,3 +68,67 @@ def add_baselines_config(cfg) -> None:
     cfg.MODEL.MASK2FORMER.TEST_TOPK_PER_IMAGE = 100
     # Pad the input to a multiple of this (32 = the backbone's deepest stride).
     cfg.MODEL.MASK2FORMER.SIZE_DIVISIBILITY = 32
+
+
+# Valid ranges of the keys above, checked when a config is loaded (medseg_core.config_rules).
+def _timm_levels_agree(cfg):
+    t = cfg.MODEL.get("TIMM")
+    if t is not None and len(t.OUT_FEATURES) != len(t.OUT_INDICES):
+        return [("MODEL.TIMM.OUT_INDICES", f"must have one index per MODEL.TIMM.OUT_FEATURES entry "
+                                           f"({len(t.OUT_FEATURES)}), got {len(t.OUT_INDICES)}")]
+    return []
+
+
+def _volumetric_baselines_agree(cfg):
+    b = cfg.MODEL.get("VOLUMETRIC_BASELINES")
+    if b is None:
+        return []
+    out = []
+    u = b.UNETR
+    if isinstance(u.HIDDEN_SIZE, int) and isinstance(u.NUM_HEADS, int) and u.NUM_HEADS > 0 and u.HIDDEN_SIZE % u.NUM_HEADS:
+        out.append(("MODEL.VOLUMETRIC_BASELINES.UNETR.NUM_HEADS",
+                    f"must divide MODEL.VOLUMETRIC_BASELINES.UNETR.HIDDEN_SIZE ({u.HIDDEN_SIZE}), got {u.NUM_HEADS}"))
+    d = b.DYNUNET
+    if not len(d.KERNEL_SIZES) == len(d.STRIDES) == len(d.FILTERS):
+        out.append(("MODEL.VOLUMETRIC_BASELINES.DYNUNET.FILTERS",
+                    f"KERNEL_SIZES, STRIDES and FILTERS need one entry per level, got {len(d.KERNEL_SIZES)}, "
+                    f"{len(d.STRIDES)} and {len(d.FILTERS)}"))
+    return out
+
+
+def _rules():
+    from medseg_core.config_rules import Rule, integer, multiple_of, number, one_of, register_config_rules, sequence
+
+    pos_int, nonneg = integer(1), number(0)
+    drop = number(0, 1, hi_open=True)
+    q = "MODEL.MASK2FORMER."
+    register_config_rules({
+        "MODEL.TIMM.OUT_INDICES": sequence(integer(0), min_len=1), "MODEL.TIMM.DROP_PATH_RATE": drop,
+        "MODEL.TIMM.SIZE_DIVISIBILITY": pos_int,
+        q + "BACKBONE": one_of("resnet50", "swin_tiny"), q + "NUM_CLASSES": pos_int, q + "NUM_QUERIES": pos_int,
+        q + "HIDDEN_DIM": pos_int, q + "DEC_LAYERS": pos_int, q + "ENC_LAYERS": pos_int,
+        q + "DIM_FEEDFORWARD": pos_int, q + "CLASS_WEIGHT": nonneg, q + "MASK_WEIGHT": nonneg,
+        q + "DICE_WEIGHT": nonneg, q + "NO_OBJECT_WEIGHT": nonneg, q + "TRAIN_NUM_POINTS": pos_int,
+        q + "OVERSAMPLE_RATIO": number(1), q + "IMPORTANCE_SAMPLE_RATIO": number(0, 1), q + "DROP_PATH_RATE": drop,
+        q + "TEST_TOPK_PER_IMAGE": pos_int, q + "SIZE_DIVISIBILITY": pos_int,
+    }, [_timm_levels_agree])
+    v = "MODEL.VOLUMETRIC_BASELINES."
+    triple = sequence(pos_int, length=3)
+    register_config_rules({
+        v + "UNETR.IMG_SIZE": sequence(multiple_of(16, 16), length=3),  # UNETR's ViT patch is 16
+        v + "UNETR.FEATURE_SIZE": pos_int, v + "UNETR.HIDDEN_SIZE": pos_int, v + "UNETR.MLP_DIM": pos_int,
+        v + "UNETR.NUM_HEADS": pos_int,
+        # MONAI's SwinUNETR splits the embedding width into 12 parts
+        v + "SWIN_UNETR.FEATURE_SIZE": multiple_of(12, 12),
+        v + "SWIN_UNETR.DEPTHS": sequence(pos_int, length=4), v + "SWIN_UNETR.NUM_HEADS": sequence(pos_int, length=4),
+        v + "SWIN_UNETR.WINDOW_SIZE": pos_int, v + "SWIN_UNETR.DROP_PATH_RATE": drop,
+        v + "SEGRESNET.INIT_FILTERS": pos_int, v + "SEGRESNET.BLOCKS_DOWN": sequence(pos_int, min_len=1),
+        v + "DYNUNET.KERNEL_SIZES": Rule(lambda k: isinstance(k, (list, tuple)) and len(k) >= 2
+                                         and all(triple.ok(x) for x in k), "a list of >= 2 (d, h, w) kernel sizes"),
+        v + "DYNUNET.STRIDES": Rule(lambda k: isinstance(k, (list, tuple)) and len(k) >= 2
+                                    and all(triple.ok(x) for x in k), "a list of >= 2 (d, h, w) strides"),
+        v + "DYNUNET.FILTERS": sequence(pos_int, min_len=2),
+    }, [_volumetric_baselines_agree])
+
+
+_rules()

@@ -96,3 +96,40 @@ def add_lgms_config(cfg) -> None:
     cfg.MODEL.SWIN_UNETR_2D.NUM_HEADS = [3, 6, 12, 24]
     # Attention window edge in tokens.
     cfg.MODEL.SWIN_UNETR_2D.WINDOW_SIZE = 7
+
+
+# Valid ranges of the keys above, checked when a config is loaded (medseg_core.config_rules).
+def _rules():
+    from medseg_core.config_rules import Rule, integer, matches, number, one_of, register_config_rules, sequence
+    from medseg_core.config_rules import multiple_of, odd_integer
+
+    pos_int, nonneg = integer(1), number(0)
+    norm = matches(r"BN|IN|GN\d+", "'BN', 'IN' or 'GN<groups>'")
+    split = sequence(pos_int, length=2)
+    m = "MODEL.LGMS."
+    register_config_rules({
+        m + "DIMS": sequence(pos_int, length=5), m + "DEPTHS": sequence(pos_int, min_len=3),
+        m + "LMS_KERNELS": sequence(odd_integer(1), min_len=1), m + "LMS_VARIANT": one_of("code", "paper"),
+        m + "GMS_SPLITS": Rule(lambda v: isinstance(v, (list, tuple)) and len(v) == 4 and all(split.ok(x) for x in v),
+                               "4 [transformer, conv] pairs of integers >= 1"),
+        m + "GMS_HEADS": pos_int, m + "GMS_DIM_HEAD": pos_int, m + "GMS_DEPTH": pos_int,
+        m + "GMS_MLP_RATIO": number(0, lo_open=True), m + "GMS_PATCH": pos_int,
+        m + "NORM": norm, m + "NORM_3D": norm, m + "GMS_BRANCH_NORM": norm,
+        m + "LOSS.BCE_WEIGHT": nonneg, m + "LOSS.CE_WEIGHT": nonneg, m + "LOSS.DICE_WEIGHT": nonneg,
+        m + "LOSS.DICE_SMOOTH": nonneg,
+        "MODEL.UNET.DIMS": sequence(pos_int, length=5),
+        "MODEL.CMUNEXT.DIMS": sequence(pos_int, length=5), "MODEL.CMUNEXT.DEPTHS": sequence(pos_int, length=5),
+        "MODEL.CMUNEXT.KERNELS": sequence(odd_integer(1), length=5),
+        "MODEL.TINYUNET.DIMS": sequence(pos_int, length=4),
+        "MODEL.UNEXT.DIMS": sequence(pos_int, length=5),
+        "MODEL.ATTENTION_UNET.CHANNELS": sequence(pos_int, min_len=2),
+        "MODEL.UNETPLUSPLUS.FEATURES": sequence(pos_int, length=6),  # 5 levels + the up-sampling width
+        # MONAI's SwinUNETR splits the embedding width into 12 parts
+        "MODEL.SWIN_UNETR_2D.FEATURE_SIZE": multiple_of(12, 12),
+        "MODEL.SWIN_UNETR_2D.DEPTHS": sequence(pos_int, length=4),
+        "MODEL.SWIN_UNETR_2D.NUM_HEADS": sequence(pos_int, length=4),
+        "MODEL.SWIN_UNETR_2D.WINDOW_SIZE": pos_int,
+    })
+
+
+_rules()

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .iou import bbox_ciou
+from medseg_core.errors import here
 
 __all__ = ["TaskAlignedAssigner", "AssignResult", "anchors_inside_boxes"]
 
@@ -58,7 +59,7 @@ class TaskAlignedAssigner(nn.Module):
         super().__init__()
         if num_classes < 1 or topk < 1:
             raise ValueError(
-                f"lmsfa/assigner.py: num_classes and topk must be >= 1, got {num_classes}, {topk}"
+                here() + f"num_classes and topk must be >= 1, got {num_classes}, {topk}"
             )
         self.num_classes, self.topk, self.alpha, self.beta, self.eps = num_classes, topk, alpha, beta, eps
 

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from .modules.conv import ConvBNAct, make_divisible, yolo_bn_defaults
 from .modules.factory import build_csp_block
 from .modules.sppf import SPPF
+from medseg_core.errors import ConfigError, here
 
 __all__ = ["CSPDarknet", "scale_width", "scale_depth", "ATTENTION_STAGE_NAMES"]
 
@@ -53,8 +54,8 @@ def scale_depth(n: int, depth: float) -> int:
 def check_attention_stages(stages: Sequence[str]) -> None:
     bad = [s for s in stages if s not in ATTENTION_STAGE_NAMES]
     if bad:
-        raise ValueError(
-            f"lmsfa/backbone.py: unknown MODEL.LMSFA.ATTENTION_STAGES {bad}; valid: {list(ATTENTION_STAGE_NAMES)}"
+        raise ConfigError(
+            here() + f"unknown MODEL.LMSFA.ATTENTION_STAGES {bad}; valid: {list(ATTENTION_STAGE_NAMES)}"
         )
 
 

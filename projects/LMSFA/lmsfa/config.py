@@ -115,3 +115,33 @@ def add_lmsfa_config(cfg) -> None:
     y.MIN_AREA_RATIO = 0.01
     # ... or whose box aspect ratio exceeds this.
     y.MAX_ASPECT_RATIO = 100.0
+
+
+# Valid ranges of the keys above, checked when a config is loaded (medseg_core.config_rules).
+def _rules():
+    from medseg_core.config_rules import integer, multiple_of, number, one_of, probability, register_config_rules, sequence
+
+    from .backbone import ATTENTION_STAGE_NAMES
+
+    pos_int, nonneg, prob = integer(1), number(0), probability()
+    m, y = "MODEL.LMSFA.", "INPUT.YOLO."
+    register_config_rules({
+        m + "NUM_CLASSES": pos_int, m + "DEPTH_MULTIPLE": number(0, lo_open=True),
+        m + "WIDTH_MULTIPLE": number(0, lo_open=True), m + "MAX_CHANNELS": integer(8),
+        m + "ATTENTION_STAGES": sequence(one_of(*ATTENTION_STAGE_NAMES), min_len=0, distinct=True),
+        m + "EMA_FACTOR": pos_int, m + "NECK": one_of("ASF", "PAN"), m + "SSFF_CHANNELS": pos_int,
+        m + "REG_MAX": pos_int, m + "NUM_PROTOS": pos_int, m + "PROTO_CHANNELS": pos_int,
+        m + "HEAD_CHANNELS": pos_int, m + "HEAD_GN_GROUPS": pos_int,
+        m + "LOSS_BOX_WEIGHT": nonneg, m + "LOSS_SEG_WEIGHT": nonneg, m + "LOSS_CLS_WEIGHT": nonneg,
+        m + "LOSS_DFL_WEIGHT": nonneg, m + "TAL_TOPK": pos_int, m + "TAL_ALPHA": nonneg, m + "TAL_BETA": nonneg,
+        m + "PAD_VALUE": number(0, 255), m + "TEST_CONF_THRESH": prob, m + "TEST_NMS_IOU": prob,
+        m + "TEST_MAX_DET": pos_int, m + "TEST_MAX_NMS": pos_int,
+        y + "IMAGE_SIZE": multiple_of(32, 32), y + "MOSAIC_PROB": prob, y + "HSV_H": prob, y + "HSV_S": prob,
+        y + "HSV_V": prob, y + "DEGREES": number(0, 180), y + "TRANSLATE": number(0, 1),
+        y + "SCALE": number(0, 1, hi_open=True), y + "SHEAR": number(0, 90, hi_open=True), y + "FLIP_LR": prob,
+        y + "FLIP_UD": prob, y + "MIN_BOX_SIZE": nonneg, y + "MIN_AREA_RATIO": prob,
+        y + "MAX_ASPECT_RATIO": number(1),
+    })
+
+
+_rules()

@@ -16,6 +16,7 @@ from typing import List, Sequence, Tuple
 import medseg_core  # noqa: F401  (NumPy-2 / Pillow shim before detectron2)
 import torch
 from torch import Tensor, nn
+from medseg_core.errors import here
 
 __all__ = ["DFL", "dfl_decode", "make_anchors", "dist2bbox", "bbox2dist"]
 
@@ -30,7 +31,7 @@ class DFL(nn.Module):
     def __init__(self, reg_max: int = 16) -> None:
         super().__init__()
         if reg_max < 1:
-            raise ValueError(f"lmsfa/dfl.py: reg_max must be >= 1, got {reg_max}")
+            raise ValueError(here() + f"reg_max must be >= 1, got {reg_max}")
         self.reg_max = reg_max
         self.conv = nn.Conv2d(reg_max, 1, 1, bias=False).requires_grad_(False)
         self.conv.weight.data[:] = torch.arange(reg_max, dtype=torch.float).view(1, reg_max, 1, 1)
@@ -40,7 +41,7 @@ class DFL(nn.Module):
         b, c, n = x.shape
         if c != 4 * self.reg_max:
             raise ValueError(
-                f"lmsfa/dfl.py: expected {4 * self.reg_max} box channels (4 x reg_max), got {c}"
+                here() + f"expected {4 * self.reg_max} box channels (4 x reg_max), got {c}"
             )
         x = x.view(b, 4, self.reg_max, n).transpose(2, 1).softmax(1)  # (B, reg_max, 4, N)
         return self.conv(x).view(b, 4, n)
@@ -50,7 +51,7 @@ def dfl_decode(box_logits: Tensor, reg_max: int = 16) -> Tensor:
     """Functional DFL: (B, 4*reg_max, N) raw logits -> (B, 4, N) ltrb distances in stride units."""
     b, c, n = box_logits.shape
     if c != 4 * reg_max:
-        raise ValueError(f"lmsfa/dfl.py: expected {4 * reg_max} box channels (4 x reg_max), got {c}")
+        raise ValueError(here() + f"expected {4 * reg_max} box channels (4 x reg_max), got {c}")
     prob = box_logits.view(b, 4, reg_max, n).softmax(2)
     bins = torch.arange(reg_max, dtype=prob.dtype, device=prob.device).view(1, 1, reg_max, 1)
     return (prob * bins).sum(2)
@@ -72,7 +73,7 @@ def make_anchors(
     """
     if len(feats) != len(strides):
         raise ValueError(
-            f"lmsfa/dfl.py: make_anchors got {len(feats)} feature maps but {len(strides)} strides"
+            here() + f"make_anchors got {len(feats)} feature maps but {len(strides)} strides"
         )
     points: List[Tensor] = []
     stride_list: List[Tensor] = []

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from .assigner import TaskAlignedAssigner
 from .dfl import bbox2dist, dfl_decode, dist2bbox
 from .iou import bbox_ciou
+from medseg_core.errors import here
 
 __all__ = ["SegTargets", "YOLOSegLoss"]
 
@@ -105,7 +106,7 @@ class YOLOSegLoss(nn.Module):
         b, n, _ = pred_cls.shape
         if pred_cls.shape[-1] != self.num_classes:
             raise ValueError(
-                f"lmsfa/losses.py: head predicts {pred_cls.shape[-1]} classes but the loss was "
+                here() + f"head predicts {pred_cls.shape[-1]} classes but the loss was "
                 f"built for {self.num_classes}"
             )
         dtype = pred_cls.dtype

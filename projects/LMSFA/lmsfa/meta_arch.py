@@ -39,6 +39,7 @@ from .fuse import fuse_model
 from .heads import IN_FEATURES, HeadOutputs, build_lmsfa_head
 from .losses import SegTargets, YOLOSegLoss
 from .postprocess import assemble_masks, decode_boxes, flatten_levels, multilabel_nms
+from medseg_core.errors import ConfigError, here
 
 __all__ = ["LMSFA"]
 
@@ -66,8 +67,11 @@ class LMSFA(nn.Module):
         agnostic_nms: bool = False,
         max_nms: int = 30000,
         test_size: int = 640,
+        mask_output: str = "full",
     ) -> None:
         super().__init__()
+        # "boxes": pred_masks as CroppedMasks (memory ~ box areas; TEST.MASK_OUTPUT, the demo)
+        self.mask_output = mask_output
         self.backbone, self.head, self.criterion = backbone, head, criterion
         self.input_format = input_format
         self.pad_value = float(pad_value)
@@ -78,8 +82,8 @@ class LMSFA(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         if self.pixel_mean.shape != self.pixel_std.shape:
-            raise ValueError(
-                f"lmsfa/meta_arch.py: MODEL.PIXEL_MEAN and MODEL.PIXEL_STD differ in length "
+            raise ConfigError(
+                here() + f"MODEL.PIXEL_MEAN and MODEL.PIXEL_STD differ in length "
                 f"({pixel_mean} vs {pixel_std})"
             )
 
@@ -101,6 +105,7 @@ class LMSFA(nn.Module):
             conf_thresh=a.TEST_CONF_THRESH, nms_iou=a.TEST_NMS_IOU, max_det=a.TEST_MAX_DET,
             multi_label=a.TEST_MULTI_LABEL, agnostic_nms=a.TEST_AGNOSTIC_NMS, max_nms=a.TEST_MAX_NMS,
             test_size=cfg.INPUT.YOLO.IMAGE_SIZE,
+            mask_output=cfg.TEST.MASK_OUTPUT,
         )
 
     @property
@@ -115,7 +120,7 @@ class LMSFA(nn.Module):
             img = x["image"]
             if img.dim() != 3 or img.shape[0] != self.pixel_mean.shape[0]:
                 raise ValueError(
-                    f"lmsfa/meta_arch.py: {x.get('file_name', 'input')}: expected a "
+                    here() + f"{x.get('file_name', 'input')}: expected a "
                     f"({self.pixel_mean.shape[0]}, H, W) image tensor, got {tuple(img.shape)}"
                 )
             images.append(img.to(self.device, non_blocking=True).float())
@@ -181,13 +186,13 @@ class LMSFA(nn.Module):
         H, W = int(input_hw[0]), int(input_hw[1])
         hp, wp = int(proto_hw[0]), int(proto_hw[1])
         if H % hp or W % wp or H // hp != W // wp:
-            raise ValueError(f"lmsfa/meta_arch.py: prototypes {hp}x{wp} are not a fixed stride of the input {H}x{W}")
+            raise ValueError(here() + f"prototypes {hp}x{wp} are not a fixed stride of the input {H}x{W}")
         ratio = H // hp
         insts = []
         for x in batched_inputs:
             if "instances" not in x:
                 raise ValueError(
-                    f"lmsfa/meta_arch.py: {x.get('file_name', 'input')}: training input has no 'instances' "
+                    here() + f"{x.get('file_name', 'input')}: training input has no 'instances' "
                     "(use a mapper that keeps annotations, e.g. INPUT.DATASET_MAPPER_NAME 'yolo')"
                 )
             insts.append(x["instances"])
@@ -207,7 +212,7 @@ class LMSFA(nn.Module):
             valid[i, :k] = True
             if not inst.has("gt_masks"):
                 raise ValueError(
-                    f"lmsfa/meta_arch.py: {batched_inputs[i].get('file_name', 'input')}: instances have no "
+                    here() + f"{batched_inputs[i].get('file_name', 'input')}: instances have no "
                     "gt_masks (instance segmentation needs mask annotations)"
                 )
             gm = inst.gt_masks
@@ -262,7 +267,8 @@ class LMSFA(nn.Module):
                 inst.pred_classes = det.classes
             with record_function("masks"):
                 inst.pred_masks = assemble_masks(
-                    det.coef, outputs.protos[i], bx, (h_in, w_in), (H, W), proto_stride=proto_stride
+                    det.coef, outputs.protos[i], bx, (h_in, w_in), (H, W), proto_stride=proto_stride,
+                    cropped=self.mask_output == "boxes",
                 )
             results.append({"instances": inst})
         return results

@@ -37,6 +37,7 @@ from .modules.conv import ConvBNAct, yolo_bn_defaults
 from .modules.factory import build_csp_block
 from .modules.ssff import Add, ScaleSequenceFusion
 from .modules.tfe import ZoomCat
+from medseg_core.errors import ConfigError, here
 
 __all__ = ["YOLOv8PAN", "ASFNeck", "LMSFABackbone", "build_lmsfa_backbone", "NECK_NAMES"]
 
@@ -98,8 +99,8 @@ class ASFNeck(_NeckBase):
         c32, csppf = in_channels["s32"], in_channels["sppf"]
         c_ssff = ch(ssff_channels)
         if c16 != ch(512) or c8 != ch(256) or c_ssff != ch(256):
-            raise ValueError(
-                "lmsfa/neck.py: the TFE/SSFF neck needs s16 = ch(512), s8 = ch(256) and SSFF = ch(256) "
+            raise ConfigError(
+                here() + "the TFE/SSFF neck needs s16 = ch(512), s8 = ch(256) and SSFF = ch(256) "
                 f"channels to concatenate/add; got s16={c16}, s8={c8}, SSFF={c_ssff} "
                 f"(MODEL.LMSFA.SSFF_CHANNELS / backbone widths)"
             )
@@ -148,7 +149,7 @@ class LMSFABackbone(Backbone):
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
         if x.dim() != 4 or x.shape[-2] % 32 or x.shape[-1] % 32:
             raise ValueError(
-                f"lmsfa/neck.py: LMSF-A needs a (B, C, H, W) input with H and W divisible by 32, "
+                here() + f"LMSF-A needs a (B, C, H, W) input with H and W divisible by 32, "
                 f"got {tuple(x.shape)} (pad with ImageList size_divisibility=32)"
             )
         p3, p4, p5 = self.neck(self.bottom_up(x))
@@ -180,6 +181,6 @@ def build_lmsfa_backbone(cfg, input_shape: ShapeSpec) -> LMSFABackbone:
     elif a.NECK == "PAN":
         neck = YOLOv8PAN(chans, block=neck_block, **common)
     else:
-        raise ValueError(f"lmsfa/neck.py: unknown MODEL.LMSFA.NECK '{a.NECK}'; choose one of {list(NECK_NAMES)}")
+        raise ConfigError(here() + f"unknown MODEL.LMSFA.NECK '{a.NECK}'; choose one of {list(NECK_NAMES)}")
     yolo_bn_defaults(neck)
     return LMSFABackbone(bottom_up, neck)

@@ -34,6 +34,7 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 from .dfl import dfl_decode, dist2bbox, make_anchors
+from medseg_core.errors import here
 
 __all__ = [
     "Detections", "flatten_levels", "decode_boxes", "multilabel_nms", "assemble_masks", "rank_within_groups",
@@ -147,6 +148,7 @@ def assemble_masks(
     proto_stride: int = 4,
     max_chunk_pixels: int = 1 << 24,
     method: str = "auto",
+    cropped: bool = False,
 ) -> Tensor:
     """Binary masks of K detections at the original image size.
 
@@ -158,8 +160,10 @@ def assemble_masks(
         output_hw: (H, W) of the original image.
         method: "boxes" (resample each detection inside its box), "dense" (whole image, batched
             matrix products) or "auto" ("boxes" on the CPU, "dense" elsewhere).
+        cropped: return :class:`medseg_core.cropped_masks.CroppedMasks` (each mask only inside
+            its box, the "boxes" computation; memory ~ box areas instead of K x H x W).
     Returns:
-        (K, H, W) bool masks.
+        (K, H, W) bool masks (or the same masks as ``CroppedMasks``).
 
     The logits ``coef . protos`` are resampled bilinearly (align_corners=False) in one step from
     the prototype grid to the original pixel grid as two matrix products (columns, then rows), a
@@ -167,11 +171,22 @@ def assemble_masks(
     in chunks of at most ``max_chunk_pixels`` output pixels to bound memory.
     """
     if method not in ("auto", "boxes", "dense"):
-        raise ValueError(f"lmsfa/postprocess.py: assemble_masks method must be auto, boxes or dense, got {method!r}")
+        raise ValueError(here() + f"assemble_masks method must be auto, boxes or dense, got {method!r}")
     k = coef.shape[0]
     nm, hp, wp = protos.shape
     H, W = int(output_hw[0]), int(output_hw[1])
     dev = protos.device
+    if cropped:
+        from medseg_core.cropped_masks import CroppedMasks
+
+        rles, offsets = [], []
+        if k:
+            logits = (coef.to(protos.dtype) @ protos.reshape(nm, hp * wp)).view(k, hp, wp)
+            # each crop is run-length encoded as soon as it is computed: one at a time in memory
+            for _, cy, cx, crop in _masks_in_boxes(logits, boxes_out, input_hw, (H, W), proto_stride):
+                rles.append(CroppedMasks.from_crops([crop], [(cx.start, cy.start)], (H, W)).rles[0])
+                offsets.append((cx.start, cy.start))
+        return CroppedMasks(rles, torch.tensor(offsets, dtype=torch.long, device=dev).reshape(-1, 2), (H, W))
     out = torch.empty((k, H, W), dtype=torch.bool, device=dev)
     if k == 0:
         return out
@@ -207,16 +222,16 @@ def _bilinear_taps(n_out: int, n_in_content: float, n_grid: int, stride: float, 
     return i0, i1, u - i0.to(torch.float64)
 
 
-def _assemble_in_boxes(logits: Tensor, boxes_out: Tensor, input_hw: Tuple[int, int], output_hw: Tuple[int, int],
-                       proto_stride: int, out: Tensor) -> Tensor:
-    """:func:`assemble_masks` computed only over the pixels whose centre lies in each box."""
+def _masks_in_boxes(logits: Tensor, boxes_out: Tensor, input_hw: Tuple[int, int], output_hw: Tuple[int, int],
+                    proto_stride: int, rows_per_block: int = 256):
+    """Per detection d: (d, row slice, column slice, bool mask inside its box), resampled only over
+    the pixels whose centre lies in the box (an empty box gives an empty crop)."""
     k, hp, wp = logits.shape
     H, W = output_hw
     dev, dt = logits.device, logits.dtype
     y0, y1, ay = _bilinear_taps(H, float(input_hw[0]), hp, proto_stride, dev)
     x0, x1, ax = _bilinear_taps(W, float(input_hw[1]), wp, proto_stride, dev)
     ay, ax = ay.to(dt), ax.to(dt)
-    out.zero_()
     b = boxes_out.to(torch.float64)
     # pixel x is in the box when x1 <= x + 0.5 <= x2: x from ceil(x1 - 0.5) to floor(x2 - 0.5)
     xs = torch.ceil(b[:, 0] - 0.5).clamp(min=0).long().tolist()
@@ -225,10 +240,24 @@ def _assemble_in_boxes(logits: Tensor, boxes_out: Tensor, input_hw: Tuple[int, i
     ye = (torch.floor(b[:, 3] - 0.5).clamp(max=H - 1).long() + 1).tolist()
     for d in range(k):
         if xs[d] >= xe[d] or ys[d] >= ye[d]:
+            yield d, slice(ys[d], ys[d]), slice(xs[d], xs[d]), torch.zeros((0, 0), dtype=torch.bool, device=dev)
             continue
         cx, cy = slice(xs[d], xe[d]), slice(ys[d], ye[d])
         a = ax[cx]
         cols = logits[d][:, x0[cx]] * (1 - a) + logits[d][:, x1[cx]] * a  # (Hp, w): columns first, as dense
-        a = ay[cy, None]
-        torch.gt(cols[y0[cy]] * (1 - a) + cols[y1[cy]] * a, 0, out=out[d, cy, cx])
+        crop = torch.empty((ye[d] - ys[d], xe[d] - xs[d]), dtype=torch.bool, device=dev)
+        for r in range(ys[d], ye[d], rows_per_block):  # blocks of rows bound the float temporaries
+            rr = slice(r, min(r + rows_per_block, ye[d]))
+            a = ay[rr, None]
+            torch.gt(cols[y0[rr]] * (1 - a) + cols[y1[rr]] * a, 0, out=crop[r - ys[d]:rr.stop - ys[d]])
+        yield d, cy, cx, crop
+
+
+def _assemble_in_boxes(logits: Tensor, boxes_out: Tensor, input_hw: Tuple[int, int], output_hw: Tuple[int, int],
+                       proto_stride: int, out: Tensor) -> Tensor:
+    """:func:`assemble_masks` computed only over the pixels whose centre lies in each box."""
+    out.zero_()
+    for d, cy, cx, crop in _masks_in_boxes(logits, boxes_out, input_hw, output_hw, proto_stride):
+        if crop.numel():
+            out[d, cy, cx] = crop
     return out

@@ -41,7 +41,7 @@ from detectron2.data import get_detection_dataset_dicts
 from detectron2.structures import BitMasks, Boxes, BoxMode, Instances
 
 from medseg_core.data.mappers import DATASET_MAPPER_REGISTRY, read_image_checked
-from medseg_core.errors import DatasetError
+from medseg_core.errors import ConfigError, DatasetError, here
 
 __all__ = ["YOLOMapper", "decode_segmentation", "random_affine_matrix", "hsv_jitter", "resize_longest"]
 
@@ -135,8 +135,9 @@ class YOLOMapper:
         self.is_train = is_train
         self.size = int(y.IMAGE_SIZE)
         if self.size <= 0 or self.size % 32:
-            raise ValueError(f"lmsfa/yolo_mapper.py: INPUT.YOLO.IMAGE_SIZE must be a positive multiple of 32, got {self.size}")
+            raise ConfigError(here() + f"INPUT.YOLO.IMAGE_SIZE must be a positive multiple of 32, got {self.size}")
         self.format = cfg.INPUT.FORMAT
+        self.bit_depth = int(cfg.INPUT.IMAGE_BIT_DEPTH)
         self.mosaic_prob = float(y.MOSAIC_PROB)
         self.hsv = (float(y.HSV_H), float(y.HSV_S), float(y.HSV_V))
         self.degrees, self.translate, self.scale, self.shear = (
@@ -165,7 +166,7 @@ class YOLOMapper:
     # ------------------------------------------------------------------ loading
     def _load(self, d: Dict) -> Tuple[np.ndarray, List[np.ndarray], List[int], List[np.ndarray]]:
         """Image, per-instance masks (uint8 0/1), classes and xyxy boxes of a dataset dict."""
-        image = read_image_checked(d["file_name"], self.format)
+        image = read_image_checked(d["file_name"], self.format, self.bit_depth)
         h, w = image.shape[:2]
         masks, classes, boxes = [], [], []
         for obj in d.get("annotations", []):
@@ -297,7 +298,7 @@ class YOLOMapper:
 
     # ------------------------------------------------------------------ test
     def _test(self, d: Dict) -> Dict:
-        image = read_image_checked(d["file_name"], self.format)
+        image = read_image_checked(d["file_name"], self.format, self.bit_depth)
         out_d = {k: v for k, v in d.items() if k != "annotations"}
         out_d.setdefault("height", image.shape[0])
         out_d.setdefault("width", image.shape[1])

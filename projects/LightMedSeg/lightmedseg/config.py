@@ -35,3 +35,21 @@ def add_lightmedseg_config(cfg) -> None:
     cfg.MODEL.LIGHTMEDSEG.NORM = "GN"
     # GroupNorm groups (gcd with the channel count is used).
     cfg.MODEL.LIGHTMEDSEG.NORM_GROUPS = 4
+
+
+# Valid ranges of the keys above, checked when a config is loaded (medseg_core.config_rules).
+def _rules():
+    from medseg_core.config_rules import integer, number, odd_integer, one_of, register_config_rules, sequence
+
+    pos_int = integer(1)
+    m = "MODEL.LIGHTMEDSEG."
+    register_config_rules({
+        m + "STEM_CHANNELS": pos_int, m + "ENCODER_CHANNELS": sequence(pos_int, length=4),
+        m + "NUM_ANCHORS": pos_int, m + "ANCHOR_TEMPERATURE": number(0, lo_open=True),
+        m + "LSPM_KERNEL": odd_integer(1), m + "ROUTER_CHANNELS": pos_int, m + "MLP_RATIO": number(0, lo_open=True),
+        m + "SE_REDUCTION": pos_int, m + "CONTEXT_DILATION": pos_int, m + "NORM": one_of("GN", "IN", "BN"),
+        m + "NORM_GROUPS": pos_int,
+    })
+
+
+_rules()

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from ..dfl import DFL
 from ..modules.conv import make_divisible, yolo_bn_defaults
 from ..modules.proto import Proto
+from medseg_core.errors import ConfigError, here
 
 __all__ = [
     "HeadOutputs", "LMSFA_HEAD_REGISTRY", "build_lmsfa_head", "SegmentHeadBase", "IN_FEATURES",
@@ -70,8 +71,8 @@ def head_args_from_cfg(cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
     a = cfg.MODEL.LMSFA
     missing = [k for k in IN_FEATURES if k not in input_shape]
     if missing:
-        raise ValueError(
-            f"lmsfa/heads/base.py: the backbone must output {list(IN_FEATURES)}, missing {missing} "
+        raise ConfigError(
+            here() + f"the backbone must output {list(IN_FEATURES)}, missing {missing} "
             f"(MODEL.BACKBONE.NAME = {cfg.MODEL.BACKBONE.NAME})"
         )
     width = a.WIDTH_MULTIPLE
@@ -96,9 +97,9 @@ class SegmentHeadBase(nn.Module):
                  reg_max: int, num_protos: int, proto_channels: int) -> None:
         super().__init__()
         if len(in_channels) != 3 or len(strides) != 3:
-            raise ValueError(f"lmsfa/heads/base.py: heads take 3 levels, got channels {list(in_channels)}")
+            raise ValueError(here() + f"heads take 3 levels, got channels {list(in_channels)}")
         if num_classes < 1:
-            raise ValueError(f"lmsfa/heads/base.py: MODEL.LMSFA.NUM_CLASSES must be >= 1, got {num_classes}")
+            raise ConfigError(here() + f"MODEL.LMSFA.NUM_CLASSES must be >= 1, got {num_classes}")
         self.nc = num_classes
         self.nl = len(in_channels)
         self.reg_max = reg_max
@@ -156,8 +157,8 @@ def build_lmsfa_head(cfg, input_shape: Dict[str, ShapeSpec]) -> nn.Module:
     try:
         cls = LMSFA_HEAD_REGISTRY.get(name)
     except KeyError:
-        raise ValueError(
-            f"lmsfa/heads/base.py: unknown head '{name}' (MODEL.LMSFA.HEAD); registered: "
+        raise ConfigError(
+            here() + f"unknown head '{name}' (MODEL.LMSFA.HEAD); registered: "
             f"{sorted(k for k, _ in LMSFA_HEAD_REGISTRY)}"
         ) from None
     return cls.from_config_and_shape(cfg, input_shape)

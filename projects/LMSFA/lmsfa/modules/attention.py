@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .ema_attention import EMA
+from medseg_core.errors import ConfigError, here
 
 __all__ = ["SqueezeExcite", "SimAM", "CPCA", "AFGCAttention", "build_attention", "ATTENTION_NAMES"]
 
@@ -143,8 +144,8 @@ def build_attention(name: str, channels: int, ema_factor: int = 8) -> Optional[n
         "EMA": lambda: EMA(channels, ema_factor),
     }
     if key not in table:
-        raise ValueError(
-            f"lmsfa/modules/attention.py: unknown attention '{name}' (MODEL.LMSFA.ATTENTION); "
+        raise ConfigError(
+            here() + f"unknown attention '{name}' (MODEL.LMSFA.ATTENTION); "
             f"choose one of {list(ATTENTION_NAMES)}"
         )
     return table[key]()

@@ -21,6 +21,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
+from medseg_core.errors import ConfigError, here
 
 __all__ = [
     "autopad", "make_divisible", "fold_bn", "yolo_bn_defaults",
@@ -115,8 +116,8 @@ class ConvGNAct(nn.Module):
     ) -> None:
         super().__init__()
         if c2 % gn_groups:
-            raise ValueError(
-                f"lmsfa/modules/conv.py: GroupNorm with {gn_groups} groups needs channels divisible "
+            raise ConfigError(
+                here() + f"GroupNorm with {gn_groups} groups needs channels divisible "
                 f"by it, got {c2} (set MODEL.LMSFA.HEAD_GN_GROUPS or the head width)"
             )
         self.conv = nn.Conv2d(c1, c2, k, s, autopad(k), groups=g, bias=False)

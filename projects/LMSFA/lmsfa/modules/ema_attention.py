@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from medseg_core.errors import ConfigError, here
 
 __all__ = ["EMA"]
 
@@ -33,8 +34,8 @@ class EMA(nn.Module):
     def __init__(self, channels: int, factor: int = 8) -> None:
         super().__init__()
         if factor < 1 or channels % factor:
-            raise ValueError(
-                f"lmsfa/modules/ema_attention.py: EMA needs channels divisible by the group factor, "
+            raise ConfigError(
+                here() + f"EMA needs channels divisible by the group factor, "
                 f"got channels={channels}, factor={factor} (MODEL.LMSFA.EMA_FACTOR)"
             )
         self.groups = factor

@@ -8,6 +8,7 @@ from torch import nn
 from .c2f import C2f
 from .c2f_pro import C2fPro
 from .c2f_variants import C2fContextGuided, C2fFaster, C2fStar
+from medseg_core.errors import ConfigError, here
 
 __all__ = ["BLOCK_NAMES", "build_csp_block"]
 
@@ -26,7 +27,7 @@ def build_csp_block(kind: str, c1: int, c2: int, n: int, shortcut: bool,
         return C2fStar(c1, c2, n, shortcut)
     if kind == "C2f-ContextGuided":
         return C2fContextGuided(c1, c2, n, shortcut)
-    raise ValueError(
-        f"lmsfa/modules/factory.py: unknown block '{kind}' (MODEL.LMSFA.BACKBONE_BLOCK / NECK_BLOCK); "
+    raise ConfigError(
+        here() + f"unknown block '{kind}' (MODEL.LMSFA.BACKBONE_BLOCK / NECK_BLOCK); "
         f"choose one of {list(BLOCK_NAMES)}"
     )

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .conv import ConvBNAct
+from medseg_core.errors import here
 
 __all__ = ["SPPF"]
 
@@ -49,7 +50,7 @@ def separable_max_pool(x: Tensor, k: int) -> Tensor:
     """``max_pool2d(x, k, stride=1, padding=k // 2)`` for odd k: a running maximum over k shifted
     views along W, then along H (a max over a rectangle is a max of maxima over its rows)."""
     if k % 2 != 1:
-        raise ValueError(f"lmsfa/modules/sppf.py: separable_max_pool needs an odd kernel, got {k}")
+        raise ValueError(here() + f"separable_max_pool needs an odd kernel, got {k}")
     p = k // 2
     h, w = x.shape[-2:]
     xp = F.pad(x, (p, p, 0, 0), value=float("-inf"))

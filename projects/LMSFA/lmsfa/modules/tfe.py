@@ -26,6 +26,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from medseg_core.errors import here
 
 __all__ = ["ZoomCat"]
 
@@ -37,7 +38,7 @@ class ZoomCat(nn.Module):
 
     def forward(self, x: Sequence[Tensor]) -> Tensor:
         if len(x) != 3:
-            raise ValueError(f"lmsfa/modules/tfe.py: ZoomCat takes [large, medium, small], got {len(x)} maps")
+            raise ValueError(here() + f"ZoomCat takes [large, medium, small], got {len(x)} maps")
         large, medium, small = x
         size = medium.shape[-2:]
         if not self.use_reference_path and large.shape[-2] == 2 * size[0] and large.shape[-1] == 2 * size[1]:
