@@ -9,8 +9,14 @@
     python demo/demo.py --config-file CFG --gt-dataset endoscapes_seg50_val --output out/ --opts MODEL.WEIGHTS W
     python demo/demo.py --config-file CFG --annotations my.json --image-root imgs/ --output out/ --opts ...
 
-    # video (progress bar over frames); writes an .mp4 with the overlays
+    # video file or stream URL, or a camera (--webcam INDEX); writes an .mp4 with the overlays,
+    # decoding, inference and drawing/writing in three threads; logs live FPS and latency
     python demo/demo.py --config-file CFG --video-input clip.mp4 --output out/ --opts MODEL.WEIGHTS W
+    python demo/demo.py --config-file CFG --webcam 0 --max-frames 300 --output cam.mp4 --opts MODEL.WEIGHTS W
+
+    # any runtime of medseg_core.deploy (files from tools/export.py)
+    python demo/demo.py --config-file CFG --video-input clip.mp4 --runtime openvino \
+        --runtime-file output/export/lmsfa/model_int8.xml --num-threads 1 --output out/ --opts MODEL.WEIGHTS W
 
 Instance models (LMSF-A, YOLOv8-seg, Mask R-CNN, Mask2Former) are drawn with one fixed colour per
 class and "class score" labels (the paper's colours for the four PELD classes: adipose purple,
@@ -44,7 +50,13 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, metavar="FILE", help="path to the config file")
     p.add_argument("--input", nargs="+", default=[], help="image files, globs (quote them) or folders")
-    p.add_argument("--video-input", default="", help="path to a video file")
+    p.add_argument("--video-input", default="", help="path to a video file, or a stream URL (rtsp://, http://)")
+    p.add_argument("--webcam", type=int, default=None, metavar="INDEX", help="camera index (OpenCV VideoCapture)")
+    p.add_argument("--max-frames", type=int, default=0, help="video / camera: stop after this many frames (0 = all)")
+    p.add_argument("--runtime", default="pytorch", choices=["pytorch", "pytorch-fused", "torchscript", "onnxruntime",
+                   "openvino", "openvino-int8"], help="runtime of the network (medseg_core.deploy)")
+    p.add_argument("--runtime-file", default="", help="exported file for --runtime (tools/export.py); without it "
+                   "the network is exported to a temporary folder first")
     p.add_argument("--output", default="", help="output folder (or one image / .mp4 file for a single input); "
                    "without it predictions are only summarised")
     p.add_argument("--overwrite", action="store_true", help="replace earlier outputs of the same name (default: "
@@ -160,35 +172,49 @@ def run_images(demo, args, records: List[Dict], progress, paths: Sequence[Option
 
 
 def run_video(demo, args, progress, path: Optional[str] = None) -> Optional[str]:
+    """Video file, stream or camera through the threaded pipeline (decode | predict | draw + write);
+    ``path``: the planned .mp4 output (none: predictions are only timed)."""
     import cv2
 
-    video = cv2.VideoCapture(args.video_input)
+    from medseg_core.deploy.video import read_frames
+
+    source = args.webcam if args.webcam is not None else args.video_input
+    video = cv2.VideoCapture(source)
     if not video.isOpened():
         from medseg_core.errors import InputNotFoundError
 
-        raise InputNotFoundError(f"{args.video_input}: cannot open the video")
+        raise InputNotFoundError(f"{source}: cannot open the video / camera")
     width, height = int(video.get(cv2.CAP_PROP_FRAME_WIDTH)), int(video.get(cv2.CAP_PROP_FRAME_HEIGHT))
     fps = video.get(cv2.CAP_PROP_FPS) or 25.0
     total = int(video.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    if total and args.max_frames > 0:
+        total = min(total, args.max_frames)
     writer = None
     if path:
         writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height), True)
         if not writer.isOpened():
             raise RuntimeError(f"{path}: OpenCV cannot write an mp4v video here")
-    frames = 0
-    start = time.perf_counter()
+    bar = progress(total=total, desc="frames", unit="frame")
+
+    def on_frame(stats) -> None:
+        bar.update(1)
+        if stats.count % 10 == 0:
+            last = stats.frames[-1]
+            bar.set_postfix_str(f"{stats.live_fps:.1f} FPS, latency {last.latency_ms:.0f} ms")
+
+    pipeline = demo.video_pipeline(writer.write if writer is not None else (lambda vis: None), on_frame=on_frame)
     try:
-        for vis in progress(demo.run_on_video(video), total=total, desc="frames", unit="frame"):
-            frames += 1
-            if writer is not None:
-                writer.write(vis)
+        stats = pipeline.run(read_frames(video, args.max_frames))
     finally:
+        bar.close()
         video.release()
         if writer is not None:
             writer.release()
-    dt = time.perf_counter() - start
-    logger.info("%s: %d frames in %.1fs (%.2f frames/s incl. drawing)%s", args.video_input, frames, dt,
-                frames / max(dt, 1e-9), f" -> {path}" if path else "")
+    s = stats.summary()
+    if s["frames"]:
+        logger.info("%s: %d frames, %.2f frames/s incl. decoding and drawing; latency per frame median %.0f ms "
+                    "(max %.0f), inference median %.0f ms%s", source, s["frames"], s["fps"], s["median_latency_ms"],
+                    s["max_latency_ms"], s["median_inference_ms"], f" -> {path}" if path else "")
     return path
 
 
@@ -207,10 +233,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.num_threads > 0:
         torch.set_num_threads(args.num_threads)
-    if not (args.input or args.video_input or args.gt_dataset or args.annotations):
-        raise UsageError(here() + "give --input, --video-input, --gt-dataset or --annotations")
-    if args.video_input and (args.input or args.gt_dataset or args.annotations):
-        raise UsageError(here() + "--video-input cannot be combined with image inputs or ground truth")
+    video = bool(args.video_input) or args.webcam is not None
+    if not (args.input or video or args.gt_dataset or args.annotations):
+        raise UsageError(here() + "give --input, --video-input, --webcam, --gt-dataset or --annotations")
+    if video and (args.input or args.gt_dataset or args.annotations):
+        raise UsageError(here() + "--video-input / --webcam cannot be combined with image inputs or ground truth")
+    if args.video_input and args.webcam is not None:
+        raise UsageError(here() + "give --video-input or --webcam, not both")
     cfg = setup_cfg(args)
 
     gt_name = args.gt_dataset
@@ -222,13 +251,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UsageError(here() + f"--gt-dataset {gt_name!r} is not registered "
                          f"(known: {', '.join(sorted(DatasetCatalog.list()))})")
 
-    def progress(it, **kw):
+    def progress(it=None, **kw):
         return tqdm(it, file=sys.stderr, dynamic_ncols=True, **kw)
 
-    if args.video_input:
-        video_path = plan_outputs(args, [args.video_input], ".mp4")[0] if args.output else None
-        demo = VisualizationDemo(cfg, args.confidence_threshold, dataset_name=gt_name or None, fuse=args.fuse)
-        run_video(demo, args, progress, video_path)
+    def build_demo():
+        return VisualizationDemo(cfg, args.confidence_threshold, dataset_name=gt_name or None, fuse=args.fuse,
+                                 runtime=args.runtime, runtime_file=args.runtime_file, threads=args.num_threads)
+
+    if video:
+        name = f"webcam{args.webcam}" if args.webcam is not None else args.video_input.rstrip("/")
+        video_path = plan_outputs(args, [name], ".mp4")[0] if args.output else None
+        run_video(build_demo(), args, progress, video_path)
         return 0
 
     files = expand_inputs(args.input) if args.input else []
@@ -251,8 +284,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.max_images > 0:
         records = records[: args.max_images]
     paths = plan_outputs(args, [r["file_name"] for r in records]) if args.output and records else [None] * len(records)
-    demo = VisualizationDemo(cfg, args.confidence_threshold, dataset_name=gt_name or None, fuse=args.fuse)
-    written = run_images(demo, args, records, progress, paths)
+    written = run_images(build_demo(), args, records, progress, paths)
     if args.output:
         logger.info("wrote %d overlay(s) to %s", len(written), args.output)
     return 0

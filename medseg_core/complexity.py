@@ -27,7 +27,8 @@ number of detections). Other projects may add rules with :func:`register_thop_ru
 
 Some modules have exact inference-only fast paths (e.g. LMSF-A's SSFF mixes each scale at its
 own resolution); the conventions describe the architecture as published, so counting runs
-inside :func:`counting_reference`, where such modules take their reference path.
+inside :func:`reference_paths` (model), which sets each such module's own switch
+``use_reference_path`` (:func:`set_reference_paths`) and restores it afterwards.
 """
 from __future__ import annotations
 
@@ -46,27 +47,43 @@ from . import compat  # noqa: F401  (before any detectron2 import)
 __all__ = [
     "CONVENTIONS", "THOP_LEGACY_RULES", "register_thop_rule", "count_parameters", "thop_legacy_ops",
     "fvcore_flops", "module_complexity", "model_complexity", "build_complexity_model",
+    "REFERENCE_PATH_ATTR", "set_reference_paths", "reference_paths",
 ]
 
 logger = logging.getLogger(__name__)
 
 CONVENTIONS = ("thop2x", "thop", "fvcore")
-_COUNTING_REFERENCE = False
+
+# Per-module switch of exact inference-only fast paths: a module that has one declares the class
+# attribute ``use_reference_path = False`` and takes its reference path while it is True (like
+# ``fuse()``, a property of the model tree, never of the process).
+REFERENCE_PATH_ATTR = "use_reference_path"
 
 
-def counting_reference() -> bool:
-    """True while FLOPs are being counted: exact fast paths must take their reference path."""
-    return _COUNTING_REFERENCE
+def set_reference_paths(model: nn.Module, enabled: bool = True) -> int:
+    """Switch every fast-path module of ``model`` to its reference path (``enabled``) or back to its
+    fast path; returns how many modules have the switch."""
+    mods = [m for m in model.modules() if hasattr(m, REFERENCE_PATH_ATTR)]
+    for m in mods:
+        setattr(m, REFERENCE_PATH_ATTR, bool(enabled))
+    return len(mods)
 
 
 @contextlib.contextmanager
-def _reference_paths():
-    global _COUNTING_REFERENCE
-    previous, _COUNTING_REFERENCE = _COUNTING_REFERENCE, True
+def reference_paths(model: nn.Module):
+    """Reference paths on every fast-path module of ``model`` inside the block, each module's own
+    previous setting restored afterwards (counting runs here: counts describe the published
+    architecture)."""
+    saved = [(m, getattr(m, REFERENCE_PATH_ATTR)) for m in model.modules() if hasattr(m, REFERENCE_PATH_ATTR)]
+    for m, _ in saved:
+        setattr(m, REFERENCE_PATH_ATTR, True)
     try:
         yield
     finally:
-        _COUNTING_REFERENCE = previous
+        for m, v in saved:
+            setattr(m, REFERENCE_PATH_ATTR, v)
+
+
 RuleFn = Callable[[nn.Module, Tuple[Any, ...], Any], float]
 
 
@@ -224,7 +241,7 @@ def thop_legacy_ops(model: nn.Module, run: Callable[[], Any]) -> Tuple[float, Di
     for m in _counted_modules(model):
         handles.append(m.register_forward_hook(hook))
     try:
-        with _reference_paths():
+        with reference_paths(model):
             run()
     finally:
         for h in handles:
@@ -264,7 +281,7 @@ def fvcore_flops(model: nn.Module, images: Tensor, fn: Optional[Callable[[Tensor
     wrapper = _TensorForward(model, fn or model)
     analysis = FlopCountAnalysis(wrapper, (images,))
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-    with _reference_paths():
+    with reference_paths(model):
         return float(analysis.total())
 
 

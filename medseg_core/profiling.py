@@ -214,6 +214,12 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _is_deployable(model: nn.Module) -> bool:
+    from .deploy import DeployableModel
+
+    return isinstance(model, DeployableModel)
+
+
 def profile_model(
     model: nn.Module,
     inputs: Dict[str, Any],
@@ -227,8 +233,9 @@ def profile_model(
     """Batch-1 latency of a Detectron2-style model on one mapped input dict.
 
     ``mode="model"``: ``model([inputs])``, the whole forward incl. the model's post-processing.
-    ``mode="network"``: ``model.complexity_forward(x)`` on the normalised image batch (backbone,
-    neck and head only), for models that define it.
+    ``mode="network"``: the network alone (backbone, neck and head): for a model with the deploy
+    interface (``medseg_core.deploy``) its ``DeployNetwork`` on the contract's padded batch;
+    otherwise ``model.complexity_forward(x)`` on the normalised, zero-padded image batch.
     """
     if "image" not in inputs:
         raise ValueError("profile_model: inputs must be one mapped dataset dict with an 'image' tensor")
@@ -240,6 +247,15 @@ def profile_model(
 
         def fn():
             return model(batch)
+    elif mode == "network" and _is_deployable(model):
+        # the deploy interface: the contract's padding, normalisation + deploy_forward (what is exported)
+        from .deploy import DeployNetwork
+
+        net = DeployNetwork(model).eval()
+        x = model.deploy_contract().pad_batch([inputs["image"]]).to(device)
+
+        def fn():
+            return net(x)
     elif mode == "network":
         if not callable(getattr(model, "complexity_forward", None)):
             raise ValueError(f"{type(model).__name__} has no complexity_forward(): use mode='model'")

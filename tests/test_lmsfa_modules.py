@@ -124,6 +124,11 @@ def test_zoomcat_fast_path_equals_adaptive_pools():
     odd = torch.randn(1, 8, 21, 24)
     ref = F.adaptive_max_pool2d(odd, (10, 12)) + F.adaptive_avg_pool2d(odd, (10, 12))
     assert torch.equal(ZoomCat()([odd, medium[:1], small[:1]])[:, :8], ref)
+    # the module's reference switch takes the adaptive pools even at exactly 2x (same values)
+    m = ZoomCat()
+    m.use_reference_path = True
+    ref2 = F.adaptive_max_pool2d(large, (10, 12)) + F.adaptive_avg_pool2d(large, (10, 12))
+    assert torch.allclose(m([large, medium, small])[:, :8], ref2, atol=1e-6)
 
 
 @pytest.mark.parametrize("k", [3, 5, 7])
@@ -141,6 +146,9 @@ def test_sppf_eval_path_equals_training_path():
     x = torch.randn(1, 16, 20, 20)
     with torch.no_grad():
         fast = m(x)
+        m.use_reference_path = True
+        assert torch.equal(fast, m(x))
+        m.use_reference_path = False
         m.train()
         m.cv1.bn.eval(), m.cv2.bn.eval()  # keep running statistics: only the pooling path changes
         assert torch.equal(fast, m(x))
@@ -164,6 +172,36 @@ def test_ssff_inference_path_equals_stacked_scale_max():
         p4, p5 = (F.interpolate(p, size=(8, 10), mode="nearest") for p in (p4, p5))
         ref = m.pool_3d(m.act(m.bn(m.conv3d(torch.stack([p3, p4, p5], 2))))).squeeze(2)
         assert (m(xs) - ref).abs().max() < 1e-6
+        m.use_reference_path = True  # the module's own switch: the stacked form in eval mode
+        assert (m(xs) - ref).abs().max() == 0
+
+
+def _calls(module: nn.Module) -> list:
+    calls = []
+    module.register_forward_hook(lambda *a: calls.append(1))
+    return calls
+
+
+def test_reference_path_switches_are_per_module_and_restored_after_counting():
+    from medseg_core.complexity import reference_paths, set_reference_paths, thop_legacy_ops
+
+    torch.manual_seed(4)
+    a, b = SPPF(8, 8).eval(), SPPF(8, 8).eval()
+    pools_a, pools_b = _calls(a.m), _calls(b.m)
+    x = torch.randn(1, 8, 10, 10)
+    with torch.no_grad():
+        fast = a(x)
+        assert not pools_a  # eval mode: the separable pools, nn.MaxPool2d not called
+        assert set_reference_paths(a, True) == 1
+        assert torch.equal(a(x), fast) and len(pools_a) == 3  # reference path, same values
+        b(x)
+        assert not pools_b  # the other model is untouched: no process-wide state
+        set_reference_paths(a, False)
+        with reference_paths(b):
+            b(x)
+        assert len(pools_b) == 3 and b.use_reference_path is False  # restored
+        thop_legacy_ops(b, lambda: b(x))
+        assert len(pools_b) == 6 and b.use_reference_path is False  # counting takes the reference path
 
 
 def test_add():

@@ -1,37 +1,47 @@
 #!/usr/bin/env python
-"""Batch-1 latency / throughput of several configs on the current device, in one run.
+"""Batch-1 latency of several configs in several runtimes, end to end or stage by stage, in one run.
 
     python tools/benchmark.py --configs configs/Endoscapes-InstanceSegmentation/lmsfa_n_640.yaml \\
-        configs/Endoscapes-InstanceSegmentation/yolov8seg_n_640.yaml --size 640 640 --threads 2 \\
-        --modes network e2e --variants fused unfused [--precision fp32 bf16] [--onnx] \\
-        [--warmup 10 --runs 50 --repeats 3] [--json output/benchmark.json] [--opts KEY VALUE ...]
+        configs/Endoscapes-InstanceSegmentation/yolov8seg_n_640.yaml --weights A.pth B.pth \\
+        --modes e2e network stages --runtimes pytorch-fused openvino openvino-int8 --threads 1 --clock cpu \\
+        [--image frame.jpg] [--size H W] [--warmup 10 --runs 50 --repeats 3] [--json out.json] \\
+        --opts MODEL.LMSFA.TEST_CONF_THRESH 0.25
 
-Rows, one per (config, variant, precision, mode):
+Everything goes through the deploy interface (``medseg_core.deploy``): one real frame (``--image``,
+default the first image of the config's first test set) is read as an OpenCV BGR array, as a
+camera or video frame would be, and every row times the same frame.
 
-* ``network``: backbone + neck + head (``complexity_forward``) on one real image (the config's
-  first test image, or ``--image``) mapped by the model's test mapper, normalised and padded to
-  ``--size`` (default: the largest test input, 640 x 640 for LMSF-A at 640) -- the figure the
-  FLOP counts describe;
-* ``e2e``: the whole Detectron2 forward ``model([inputs])`` on the same mapped image at its own
-  size (the model pads it itself): pre-processing, network, decoding, NMS and masks at the
-  original image size. Its cost depends on how many detections pass the model's test
-  threshold (LMSF-A keeps everything above 0.001 for AP; ``--opts MODEL.LMSFA.TEST_CONF_THRESH
-  0.25`` times a deployment setting), so weights matter: ``--weights`` gives one checkpoint per
-  config (random weights otherwise, which the JSON records);
-* ``onnx`` (``--onnx``): the fused network exported at ``--size`` (tools/export.py) and run in
-  onnxruntime on the CPU with ``--threads`` intra-op threads.
+Modes (one row per config x runtime x precision x mode):
 
-Variants: ``fused`` (``model.fuse()``: Conv+BN and RepVGG re-parameterisation) and ``unfused``.
-Precision: fp32 everywhere; fp16 / bf16 autocast on a GPU (bf16 also on the CPU when asked).
+* ``e2e``: :class:`medseg_core.deploy.Predictor` on the frame array -- the contract's resize
+  (letterbox) and padding, the network in the runtime, the model's post-processing (decoding,
+  NMS, masks at the original size, ``Instances``): what a user's ``predictor(frame)`` costs.
+  Detections (hence post-processing) depend on the weights and the score threshold: give
+  ``--weights`` and a deployment threshold (``--opts MODEL.LMSFA.TEST_CONF_THRESH 0.25``); the
+  JSON records both and the number of detections.
+* ``network``: the runtime alone on the padded frame (``--size H W`` pads / shrinks it to
+  another static size instead).
+* ``stages``: the e2e path split: ``pre`` (resize + pad), ``net`` (runtime), ``post``
+  (``deploy_postprocess`` on the runtime's outputs), each timed as its own row; then the
+  ``post`` stage is profiled (``torch.profiler``) and the share of each step the model labels
+  inside it (``record_function``: LMSF-A ``decode``, ``nms``, ``masks``, ``instances``) is
+  printed below the table.
 
-Timing: :func:`medseg_core.profiling.measure_latency` (no grad, warm-up, at least 20 timed runs,
-CUDA-synchronised, wall clock), or with ``--clock cpu --threads 1`` the thread's CPU time per call
-(steadier when other processes share the cores). Each row is measured ``--repeats`` times, the rows taking turns (order
-reversed on every other repeat) so that drifting load on a shared machine hits all configs
-alike; a row's statistics pool the timed runs of all repeats and its per-repeat medians are
-kept. Throughput = 1000 / median latency (batch 1). ``--reference`` (default: the last config)
-adds each row's latency ratio to the reference row of the same variant, precision and mode,
-per repeat and pooled. Timings are never asserted in tests.
+Runtimes: ``pytorch`` (unfused), ``pytorch-fused``, ``torchscript``, ``onnxruntime``,
+``openvino``, ``openvino-int8`` (NNCF, calibrated on ``--int8-calibration-images`` images of
+``DATASETS.TRAIN[0]``), ``tensorrt`` (CUDA only). File runtimes are exported into a temporary
+folder at the frame's padded size first. Precision: fp32; fp16 / bf16 autocast for the PyTorch
+runtimes (fp16 on a GPU only).
+
+Timing: :func:`medseg_core.profiling.measure_latency` (no grad, warm-up, >= 20 timed runs,
+CUDA-synchronised). ``--clock wall`` (default) or, with ``--threads 1``, ``--clock cpu``: the
+calling thread's CPU time per call (steadier when other processes share the cores; with one
+thread PyTorch, ONNX Runtime and OpenVINO all run the inference on the calling thread, so its CPU
+time is the whole cost). Every row is
+measured ``--repeats`` times, rows taking turns (order reversed on every other repeat) so that
+drifting load hits all alike; statistics pool all timed runs. ``--reference`` (default: the
+last config) adds each row's latency ratio to the reference config's row of the same runtime,
+precision and mode, per repeat and pooled. Timings are never asserted in tests.
 """
 from __future__ import annotations
 
@@ -41,6 +51,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -55,14 +66,16 @@ import medseg_core  # noqa: F401  (NumPy-2 / Pillow shim before detectron2)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 logger = logging.getLogger("medseg.benchmark")
 
-MODES = ("network", "e2e", "onnx")
+MODES = ("e2e", "network", "stages")
+RUNTIME_CHOICES = ("pytorch", "pytorch-fused", "torchscript", "onnxruntime", "openvino", "openvino-int8", "tensorrt")
+TORCH_RUNTIMES = ("pytorch", "pytorch-fused", "tensorrt")
 
 
 @dataclass
 class Row:
     config: str
     name: str
-    variant: str
+    runtime: str
     precision: str
     mode: str
     input_shape: List[int]
@@ -72,7 +85,7 @@ class Row:
     extra: Dict = field(default_factory=dict)
 
     def key(self) -> Tuple[str, str, str]:
-        return self.variant, self.precision, self.mode
+        return self.runtime, self.precision, self.mode
 
     def stats(self) -> Dict[str, float]:
         t = sorted(self.times_ms)
@@ -86,26 +99,42 @@ class Row:
         }
 
 
-# ------------------------------------------------------------------------- measurement
-def measure(fn: Callable[[], object], device: torch.device, warmup: int, runs: int,
-            amp_dtype: Optional[torch.dtype], fused: bool, mode: str, clock: str = "wall") -> List[float]:
-    """The one timing loop of this tool (swap here): per-call latencies in milliseconds, wall clock
-    or (``clock="cpu"``, one thread on the CPU) this thread's CPU time."""
-    from medseg_core.profiling import measure_latency
-
-    return measure_latency(fn, device, warmup=warmup, runs=runs, amp_dtype=amp_dtype, fused=fused, mode=mode,
-                           clock=clock).times_ms
+@dataclass
+class Job:
+    row: Row
+    fn: Callable[[], object]
+    device: torch.device
+    amp: Optional[torch.dtype]
+    fused: bool
 
 
-def _amp(device: torch.device, precision: str) -> Optional[torch.dtype]:
+def _amp(device: torch.device, precision: str, runtime: str) -> Optional[torch.dtype]:
     from medseg_core.profiling import autocast_dtype
 
+    if precision == "fp32":
+        return None
+    if runtime not in ("pytorch", "pytorch-fused"):
+        raise ValueError(f"tools/benchmark.py: {precision} autocast applies to the PyTorch runtimes only, not {runtime}")
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("tools/benchmark.py: fp16 is timed on a GPU only (use fp32 or bf16 on the CPU)")
     return autocast_dtype(device, precision)
 
 
-# ------------------------------------------------------------------------- setup
+def read_frame(cfg, image: str):
+    """The benchmark frame as a BGR array (``image`` or the config's first test image)."""
+    from detectron2.data import DatasetCatalog
+
+    import medseg_core.data  # noqa: F401  (registers the data sets)
+    from medseg_core.data.mappers import read_image_checked
+
+    if not image:
+        ds = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else ""
+        if ds not in DatasetCatalog.list():
+            raise SystemExit(f"tools/benchmark.py: the config's test set {ds!r} is not registered; give --image FILE")
+        image = DatasetCatalog.get(ds)[0]["file_name"]
+    return read_image_checked(image, "BGR"), image
+
+
 def fit_within(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Shrink a (C, h, w) image (bilinear, aspect kept) when it exceeds ``size``; else unchanged."""
     h, w = image.shape[-2:]
@@ -117,34 +146,28 @@ def fit_within(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return out[0].round().clamp(0, 255).to(image.dtype)
 
 
-def export_tool():
-    """tools/export.py as a module (model building, padding, ONNX export and runtime are shared)."""
-    import importlib.util
+def _int8_artifact(cfg, model, runtime_fp32, workdir: str, size_hw, num: int) -> str:
+    from detectron2.data import DatasetCatalog
 
-    name = "medseg_export_tool"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", "export.py"))
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[name] = mod
-        spec.loader.exec_module(mod)
-    return sys.modules[name]
+    from medseg_core.deploy.quantize import calibration_batches, quantize_openvino
 
-
-def _sample_input(cfg, image: str) -> Tuple[Dict, object]:
-    """One real image through the config's test mapper, and the export tool module."""
-    export = export_tool()
-    return export.check_images(cfg, "", [image] if image else [], 1)[0], export
+    ds = cfg.DATASETS.TRAIN[0]
+    recs = DatasetCatalog.get(ds)
+    files = [r["file_name"] for r in recs[:: max(1, len(recs) // num)][:num]]
+    batches = calibration_batches(model.deploy_contract(), files, size_hw)
+    return quantize_openvino(runtime_fp32.path, batches, os.path.join(workdir, "model_int8.xml"))
 
 
-def build_rows(args) -> Tuple[List[Tuple[Row, Callable[[], object], torch.device, Optional[torch.dtype], bool]], Dict]:
+def build_jobs(args) -> Tuple[List[Job], Dict]:
     from medseg_core.complexity import count_parameters
     from medseg_core.config import load_config
+    from medseg_core.deploy.predictor import Predictor, build_deployable, build_runtime
 
     weights = list(args.weights or [])
     if weights and len(weights) != len(args.configs):
         raise SystemExit("tools/benchmark.py: give one --weights entry per config (or none)")
-    jobs = []
-    info: Dict = {"weights": {}}
+    jobs: List[Job] = []
+    info: Dict = {"weights": {}, "image": None, "detections": {}, "post_steps_ms": {}}
     for ci, cfg_file in enumerate(args.configs):
         opts = list(args.opts)
         if weights and weights[ci] not in ("", "none"):
@@ -154,52 +177,98 @@ def build_rows(args) -> Tuple[List[Tuple[Row, Callable[[], object], torch.device
         cfg = load_config(cfg_file, opts)
         name = os.path.splitext(os.path.basename(cfg_file))[0]
         info["weights"][name] = cfg.MODEL.WEIGHTS or "random initialisation"
-        inputs, export = _sample_input(cfg, args.image)
-        size = tuple(args.size) if args.size else export.default_input_size(cfg)
-        base = export.build_eval_model(cfg, fuse=False)
-        device = base.pixel_mean.device
-        params = count_parameters(base)
-        for variant in args.variants:
-            model = copy.deepcopy(base).eval()
-            if variant == "fused":
-                if not callable(getattr(model, "fuse", None)):
-                    logger.warning("%s has no fuse(): its 'fused' rows time the unfused model", name)
+        frame, info["image"] = read_frame(cfg, args.image)
+        model = build_deployable(cfg)
+        params = count_parameters(model)
+        device = next(iter(model.buffers())).device
+        contract = model.deploy_contract()
+        tensor = contract.image_tensor(frame, "BGR")
+        e2e_hw = contract.padded_size(*tensor.shape[-2:])
+        net_hw = tuple(args.size) if args.size else e2e_hw
+        net_batch = contract.pad_batch([fit_within(tensor, net_hw)], net_hw).to(device)
+        e2e_batch = contract.pad_batch([tensor], e2e_hw).to(device)
+        workdir = tempfile.mkdtemp(prefix=f"medseg-bench-{name}-")
+        info.setdefault("workdirs", []).append(workdir)
+        built: Dict[Tuple[str, Tuple[int, int]], object] = {}
+
+        def runtime(kind: str, hw: Tuple[int, int], example: torch.Tensor):
+            key = (kind, hw)
+            if key not in built:
+                sub = os.path.join(workdir, f"{kind}-{hw[0]}x{hw[1]}")
+                t0 = time.perf_counter()
+                if kind == "openvino-int8":
+                    fp32 = runtime("openvino", hw, example)
+                    os.makedirs(sub, exist_ok=True)
+                    art = _int8_artifact(cfg, model, fp32, sub, hw, args.int8_calibration_images)
+                    built[key] = build_runtime(kind, model, artifact=art, threads=args.threads, example=example,
+                                               dynamic=False)
                 else:
-                    model.fuse()
-            net = export.ExportableNetwork(model).eval()
-            pad = export.raw_pad_value(model)
-            images = export.pad_batch([fit_within(inputs["image"], size)], pad, size,
-                                      export.size_divisibility(model)).to(device)
+                    built[key] = build_runtime(kind, model, sub, example.cpu() if kind != "tensorrt" else example,
+                                               threads=args.threads, dynamic=False)
+                if kind not in ("pytorch", "pytorch-fused"):
+                    logger.info("%s: %s built at %dx%d in %.0fs", name, kind, hw[0], hw[1], time.perf_counter() - t0)
+            return built[key]
+
+        for kind in args.runtimes:
+            dev = device if kind in TORCH_RUNTIMES else torch.device("cpu")
             for precision in args.precision:
-                amp = _amp(device, precision)
+                if precision != "fp32" and kind not in ("pytorch", "pytorch-fused"):
+                    continue
+                amp = _amp(dev, precision, kind)
+                fused = kind != "pytorch"
                 for mode in args.modes:
-                    if mode == "onnx":
-                        continue
                     if mode == "network":
-                        fn = (lambda n=net, x=images: n(x))
-                        shape = list(images.shape)
-                    else:
-                        batch = [dict(inputs, image=inputs["image"].to(device))]
-                        fn = (lambda m=model, b=batch: m(b))
-                        shape = [1] + list(inputs["image"].shape)
-                    row = Row(cfg_file, name, variant, precision, mode, shape, params)
-                    jobs.append((row, fn, device, amp, variant == "fused"))
-            if "onnx" in args.modes and variant == "fused":
-                onnx_dir = tempfile.mkdtemp(prefix="medseg-bench-onnx-")
-                path = os.path.join(onnx_dir, f"{name}.onnx")
-                onnx_net = export.ExportableNetwork(copy.deepcopy(model)).eval()
-                export.make_export_friendly(onnx_net)
-                t = time.perf_counter()
-                with torch.no_grad():
-                    names = export.output_names(cfg, len(onnx_net(images.cpu())))
-                export.export_onnx(onnx_net.cpu(), images.cpu(), path, names, dynamic=False)
-                logger.info("%s: exported ONNX in %.0fs", name, time.perf_counter() - t)
-                runner = export.OnnxNetwork(path, threads=torch.get_num_threads())
-                x_cpu = images.cpu()
-                row = Row(cfg_file, name, "fused", "fp32", "onnx", list(images.shape), params,
-                          extra={"runtime": "onnxruntime CPUExecutionProvider"})
-                jobs.append((row, (lambda r=runner, x=x_cpu: r(x)), torch.device("cpu"), None, True))
+                        rt = runtime(kind, net_hw, net_batch)
+                        x = net_batch.to(dev)
+                        jobs.append(Job(Row(cfg_file, name, kind, precision, "network", list(x.shape), params),
+                                        (lambda r=rt, x=x: r(x)), dev, amp, fused))
+                        continue
+                    rt = runtime(kind, e2e_hw, e2e_batch)
+                    pred = Predictor(model, rt)
+                    with torch.no_grad(), torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
+                        n_det = _count(pred(frame, "BGR"))
+                    info["detections"][f"{name}/{kind}/{precision}"] = n_det
+                    shape = [1, *frame.shape[:2]]
+                    if mode == "e2e":
+                        jobs.append(Job(Row(cfg_file, name, kind, precision, "e2e", shape, params,
+                                            extra={"detections": n_det}),
+                                        (lambda p=pred, f=frame: p(f, "BGR")), dev, amp, fused))
+                        continue
+                    batch, sizes, originals = pred.prepare([frame], "BGR")
+                    batch = batch.to(dev)
+                    with torch.no_grad(), torch.autocast(dev.type, dtype=amp, enabled=amp is not None):
+                        raw = rt(batch)
+                    post = (lambda m=model, r=raw, s=sizes, o=originals: m.deploy_postprocess(r, s, o))
+                    for stage, fn in (("pre", lambda p=pred, f=frame: p.prepare([f], "BGR")),
+                                      ("net", lambda r=rt, b=batch: r(b)), ("post", post)):
+                        jobs.append(Job(Row(cfg_file, name, kind, precision, f"stage:{stage}", shape, params,
+                                            extra={"detections": n_det}), fn, dev, amp, fused))
+                    info["post_steps_ms"][f"{name}/{kind}/{precision}"] = profile_steps(post, args.runs)
     return jobs, info
+
+
+def _count(pred: Dict) -> int:
+    if "instances" in pred:
+        return len(pred["instances"])
+    return -1
+
+
+def profile_steps(fn: Callable[[], object], runs: int) -> Dict[str, float]:
+    """Share (%) of every ``record_function`` label that ``fn`` runs in its profiled time
+    (torch.profiler measures wall clock, which a shared machine inflates at random: shares of the
+    same calls are comparable, absolute profiled times are not; the ``stage:post`` row gives the
+    stage's own latency)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad():
+        fn()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(runs):
+                fn()
+    labels = {e.key: e.cpu_time_total for e in prof.key_averages()
+              if getattr(e, "is_user_annotation", "::" not in e.key) and e.cpu_time_total > 0}
+    total = sum(labels.values())
+    return {k: 100.0 * v / total for k, v in sorted(labels.items(), key=lambda kv: -kv[1])} if total else {}
 
 
 # ------------------------------------------------------------------------- report
@@ -214,14 +283,14 @@ def add_ratios(rows: List[Row], reference: str) -> None:
 
 
 def format_table(rows: List[Row], reference: str) -> str:
-    head = (f"{'config':<28} {'variant':<8} {'prec':<5} {'mode':<8} {'input':<16} {'params':>9} "
+    head = (f"{'config':<28} {'runtime':<14} {'prec':<5} {'mode':<11} {'input':<9} {'params':>9} "
             f"{'median ms':>10} {'IQR':>7} {'p10':>8} {'p90':>8} {'FPS':>7} {'x ' + reference[:14]:>17}")
     lines = [head, "-" * len(head)]
     for r in rows:
         s = r.stats()
         ratio = r.extra.get("ratio_to_reference")
         lines.append(
-            f"{r.name:<28} {r.variant:<8} {r.precision:<5} {r.mode:<8} {'x'.join(map(str, r.input_shape[-2:])):<16} "
+            f"{r.name:<28} {r.runtime:<14} {r.precision:<5} {r.mode:<11} {'x'.join(map(str, r.input_shape[-2:])):<9} "
             f"{r.params:>9,} {s['median_ms']:>10.2f} {s['iqr_ms']:>7.2f} {s['p10_ms']:>8.2f} {s['p90_ms']:>8.2f} "
             f"{s['throughput_fps']:>7.2f} {('%.3f' % ratio) if ratio is not None else '-':>17}"
         )
@@ -232,16 +301,18 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", required=True, help="config files to time")
     p.add_argument("--weights", nargs="*", default=[], help="one checkpoint per config ('none' for random weights)")
-    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="network input size (default: largest test input)")
-    p.add_argument("--image", default="", help="image to time on (default: the first image of the config's test set)")
-    p.add_argument("--modes", nargs="+", default=["network", "e2e"], choices=MODES)
-    p.add_argument("--variants", nargs="+", default=["fused", "unfused"], choices=["fused", "unfused"])
+    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="network mode: static input size "
+                   "(default: the frame's padded size)")
+    p.add_argument("--image", default="", help="frame to time on (default: the first image of the config's test set)")
+    p.add_argument("--modes", nargs="+", default=["e2e", "network"], choices=MODES)
+    p.add_argument("--runtimes", nargs="+", default=["pytorch-fused"], choices=RUNTIME_CHOICES)
     p.add_argument("--precision", nargs="+", default=None, choices=["fp32", "fp16", "bf16"],
-                   help="default: fp32 on the CPU; fp32 fp16 bf16 on a GPU")
-    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
+                   help="default: fp32 on the CPU; fp32 fp16 on a GPU (autocast, PyTorch runtimes)")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads of every runtime (0 = torch's default)")
     p.add_argument("--device", default="", help="cpu or cuda (default: the config's MODEL.DEVICE)")
-    p.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="wall clock (default), or this "
+    p.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="wall clock (default), or the "
                    "thread's CPU time (needs --threads 1; steadier on a shared machine)")
+    p.add_argument("--int8-calibration-images", type=int, default=100, help="openvino-int8: calibration images")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--runs", type=int, default=50, help="timed runs per row and repeat (>= 20)")
     p.add_argument("--repeats", type=int, default=3, help="measure every row this many times, taking turns")
@@ -256,51 +327,61 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
     logger.setLevel(logging.INFO)
     if args.clock == "cpu" and args.threads != 1:
-        raise ValueError("tools/benchmark.py: --clock cpu needs --threads 1 (thread CPU time is a latency only "
-                         "when one thread does all the work)")
+        raise ValueError("tools/benchmark.py: --clock cpu needs --threads 1 (CPU time is a latency only when one "
+                         "thread does all the work)")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.repeats < 1:
         raise SystemExit("tools/benchmark.py: --repeats must be >= 1")
     if args.precision is None:
         gpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
-        args.precision = ["fp32", "fp16", "bf16"] if gpu else ["fp32"]
-    jobs, info = build_rows(args)
+        args.precision = ["fp32", "fp16"] if gpu else ["fp32"]
+    from medseg_core.profiling import device_description, measure_latency
+
+    jobs, info = build_jobs(args)
     reference = args.reference or os.path.splitext(os.path.basename(args.configs[-1]))[0]
     for rep in range(args.repeats):
-        order = jobs if rep % 2 == 0 else list(reversed(jobs))
-        for row, fn, device, amp, fused in order:
-            times = measure(fn, device, args.warmup, args.runs, amp, fused, row.mode, args.clock)
-            row.times_ms += times
-            row.repeat_medians_ms.append(statistics.median(times))
-            logger.info("repeat %d/%d %s %s %s %s: %.2f ms", rep + 1, args.repeats, row.name, row.variant,
-                        row.precision, row.mode, statistics.median(times))
-    rows = [j[0] for j in jobs]
+        for job in (jobs if rep % 2 == 0 else list(reversed(jobs))):
+            r = job.row
+            times = measure_latency(job.fn, job.device, warmup=args.warmup, runs=args.runs, amp_dtype=job.amp,
+                                    fused=job.fused, mode=r.mode, clock=args.clock).times_ms
+            r.times_ms += times
+            r.repeat_medians_ms.append(statistics.median(times))
+            logger.info("repeat %d/%d %s %s %s %s: %.2f ms", rep + 1, args.repeats, r.name, r.runtime, r.precision,
+                        r.mode, statistics.median(times))
+    rows = [j.row for j in jobs]
     add_ratios(rows, reference)
+    dev = jobs[0].device if jobs else torch.device("cpu")
+    jobs.clear()  # release the runtimes before their exported files go
+    for d in info.pop("workdirs", []):
+        shutil.rmtree(d, ignore_errors=True)
 
-    from medseg_core.profiling import device_description
-
-    dev = jobs[0][2] if jobs else torch.device("cpu")
     header = (f"device: {device_description(dev)}; torch {torch.__version__}, {torch.get_num_threads()} intra-op "
-              f"threads; batch 1; {args.warmup} warm-up + {args.runs} timed runs x {args.repeats} repeats per row; "
-              f"{'wall-clock' if args.clock == 'wall' else 'thread-CPU-time'} latencies")
-    table = format_table(rows, reference)
+              f"threads; batch 1; frame {info['image']}; {args.warmup} warm-up + {args.runs} timed runs x "
+              f"{args.repeats} repeats per row; {'wall-clock' if args.clock == 'wall' else 'thread-CPU-time'} latencies")
     print(header)
-    print(table)
+    print(format_table(rows, reference))
     for r in rows:
         if r.name != reference and "ratio_per_repeat" in r.extra:
-            print(f"  {r.name} / {reference} ({r.variant}, {r.precision}, {r.mode}): pooled "
+            print(f"  {r.name} / {reference} ({r.runtime}, {r.precision}, {r.mode}): pooled "
                   f"{r.extra['ratio_to_reference']:.3f}, per repeat "
                   + ", ".join(f"{x:.3f}" for x in r.extra["ratio_per_repeat"]))
+    if info["detections"]:
+        print("  detections on the frame: " + ", ".join(f"{k} {v}" for k, v in info["detections"].items() if v >= 0))
+    for k, steps in info["post_steps_ms"].items():
+        if steps:
+            print(f"  post-processing steps of {k} (share of the profiled stage:post): "
+                  + ", ".join(f"{s} {v:.0f}%" for s, v in steps.items()))
     out = args.json or os.path.join(REPO, "output", "benchmark", time.strftime("%Y%m%d-%H%M%S") + ".json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     result = {
         "device": device_description(dev), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "python": platform.python_version(), "argv": list(argv) if argv is not None else sys.argv[1:],
         "warmup": args.warmup, "runs": args.runs, "repeats": args.repeats, "reference": reference,
-        "clock": args.clock,
-        "weights": info["weights"], "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "rows": [dict(config=r.config, name=r.name, variant=r.variant, precision=r.precision, mode=r.mode,
+        "clock": args.clock, "image": info["image"], "weights": info["weights"], "detections": info["detections"],
+        "post_steps_ms": info["post_steps_ms"],
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "rows": [dict(config=r.config, name=r.name, runtime=r.runtime, precision=r.precision, mode=r.mode,
                       input_shape=r.input_shape, params=r.params, repeat_medians_ms=r.repeat_medians_ms,
                       **r.stats(), **r.extra) for r in rows],
     }

@@ -1,46 +1,38 @@
 #!/usr/bin/env python
-"""Export a model's network to TorchScript and ONNX and check both against PyTorch on real images.
+"""Export any 2D model of the toolkit (TorchScript, ONNX, OpenVINO IR, INT8 IR) and check every
+runtime against PyTorch on real images.
 
     python tools/export.py --config-file configs/Endoscapes-InstanceSegmentation/lmsfa_n_640.yaml \\
-        --output output/export/lmsfa_n_640 [--size 640 640 | --dynamic] [--format torchscript onnx] \\
-        [--check-dataset endoscapes_seg50_val --num-check-images 8] [--opts MODEL.WEIGHTS model_final.pth]
+        --output output/export/lmsfa_n_640 --format torchscript onnx openvino [--int8] \\
+        [--size H W | --dynamic] [--check-dataset endoscapes_seg50_val --num-check-images 8] \\
+        [--calibration-dataset endoscapes_seg50_train --calibration-images 300] \\
+        [--evaluate endoscapes_seg50_val] [--time] [--opts MODEL.WEIGHTS model_final.pth]
+    python tools/export.py --config-file CFG --output DIR --check-only [--opts ...]   # re-check saved files
 
-What is exported (for every 2D model of the toolkit that has ``complexity_forward``):
+Everything goes through the deploy interface (``medseg_core.deploy``): the network exported is
+the model's ``deploy_forward`` behind the contract's normalisation (input ``images``: float32
+(B, C, H, W) raw pixel values in the contract's channel order, resized and padded at the
+bottom/right as ``export.json``'s ``contract`` says); its outputs are ``deploy_output_names()``;
+post-processing (``deploy_postprocess``: NMS, masks at the original size) stays in PyTorch for
+every runtime. The fused model (``fuse()``, where the model has one) is exported unless
+``--no-fuse``.
 
-* the **fused** network (``model.fuse()`` when the model has it; ``--no-fuse`` keeps it unfused):
-  backbone + neck + head up to the raw outputs of ``complexity_forward`` -- for LMSF-A / YOLOv8-seg
-  the per-level DFL box logits, class logits and mask coefficients and the prototypes
-  (``box_s8 .. box_s32, cls_s8 .. cls_s32, coef_s8 .. coef_s32, protos``);
-* the input normalisation ``(x - PIXEL_MEAN) / PIXEL_STD`` is inside the graph: the input
-  ``images`` is a float32 (B, 3, H, W) batch of raw pixel values in ``INPUT.FORMAT`` channel
-  order, resized by the model's test mapper and padded at the bottom/right (LMSF-A: with 114 to
-  a multiple of 32; models that pad after normalising: with PIXEL_MEAN);
-* ``--size H W`` (default: the largest image the test mapper produces, 640 x 640 for LMSF-A at
-  640) fixes the input shape; ``--dynamic`` makes batch, height and width free (height and width
-  must stay multiples of 32).
+Input shape: by default static, the padded size of the first check image (an 854 x 480 frame at
+640: 384 x 640, what a video of that camera needs); ``--size H W`` another static size (frames
+are padded up to it); ``--dynamic`` free batch / height / width (multiples of the size
+divisibility; OpenVINO then compiles once per shape it sees).
 
-NMS and mask assembly are NOT in the graph: they stay in PyTorch (``LMSFA.inference``; for the
-onnxruntime path :func:`lmsfa_postprocess` feeds the ONNX outputs to that same code). Reasons:
-ONNX NonMaxSuppression is single-class per call, the multi-label candidate set and the
-per-detection mask crop/resize at the original image size are data-dependent shapes that
-runtimes handle poorly, and keeping one post-processing implementation guarantees that the
-exported model gives the same detections as the evaluated one.
-
-Formats (no pickled Python objects): TorchScript (``torch.jit.trace`` then ``torch.jit.save``:
-a zip of TorchScript code and tensors, loaded with ``torch.jit.load``) and ONNX (protobuf,
-opset 18, ``torch.onnx.export(dynamo=True)``, weights inside the file), plus ``export.json``
-describing the input/outputs/pre-processing and the check results.
-
-Export-friendly substitution: ``nn.AdaptiveAvgPool2d`` whose output size is 1 along the pooled
-axes (EMA attention's ``(None, 1)``, ``(1, None)`` and ``(1, 1)`` pools) is replaced by the
-equivalent mean over those axes; the ONNX exporter otherwise bakes the example's pooling
-window into the graph, which is wrong for any other input size.
-
-Check: the network runs in PyTorch, in the saved TorchScript file and in onnxruntime (CPU) on
-real images (``--check-dataset`` or ``--input``; default the config's first test set); the max
-absolute difference of every output is reported and must stay below ``--atol`` (default 1e-3)
-or the tool exits with status 1. For LMSF-A the detections after post-processing are compared
-too (count, max box / score difference, mask pixel agreement).
+Check, per runtime (PyTorch fused, TorchScript, ONNX Runtime, OpenVINO; INT8 reported): on real
+images, the max |raw output difference| against the PyTorch network and the post-processed
+agreement (instances: matched fraction, max score / box difference, min and mean mask IoU of
+matched detections; semantic: arg-max pixel agreement). ``ok`` requires all of them within
+tolerance (``--atol``, ``--min-matched``, ``--score-atol``, ``--min-mask-iou``,
+``--min-pixel-agreement``): masks that disagree fail even with a generous ``--atol``. The
+tool exits with status 1 when any FP32 runtime fails. The INT8 IR is not held to FP32
+tolerances: its agreement is reported and its accuracy measured with ``--evaluate`` (the
+config's evaluators on a registered data set, e.g. COCO segm AP FP32 vs INT8), printed next to
+its network speed-up (``--time``: batch-1 latency of each runtime on the check batch, timed in
+turns, ``--threads`` threads).
 """
 from __future__ import annotations
 
@@ -50,326 +42,106 @@ import glob
 import json
 import logging
 import os
+import statistics
 import sys
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set
 
-import numpy as np
 import torch
-from torch import Tensor, nn
 
 import medseg_core  # noqa: F401  (NumPy-2 / Pillow shim before detectron2)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ONNX_OPSET = 18
 logger = logging.getLogger("medseg.export")
-
-__all__ = [
-    "build_eval_model", "ExportableNetwork", "make_export_friendly", "output_names", "pad_batch",
-    "export_torchscript", "export_onnx", "OnnxNetwork", "lmsfa_postprocess", "default_input_size",
-    "check_images", "main",
-]
+FORMATS = ("torchscript", "onnx", "openvino")
+FILES = {"torchscript": "model.ts", "onnxruntime": "model.onnx", "openvino": "model.xml",
+         "openvino-int8": "model_int8.xml"}
 
 
-# ---------------------------------------------------------------------------------- model
-def build_eval_model(cfg, fuse: bool = True) -> nn.Module:
-    """Model of ``cfg`` in eval mode with its weights (``load_weights_for_eval``: weights-only
-    loading, the weight-EMA copy when present), fused when ``fuse`` and the model has ``fuse()``."""
-    from detectron2.modeling import build_model
-
-    from medseg_core.engine.trainer import load_weights_for_eval
-    from medseg_core.projects import load_projects
-
-    load_projects()
-    model = build_model(cfg)
-    model.eval()
-    if cfg.MODEL.WEIGHTS:
-        load_weights_for_eval(cfg, model, cfg.MODEL.WEIGHTS)
-    if fuse and hasattr(model, "fuse"):
-        model.fuse()
-    return model
-
-
-class _AxisMean(nn.Module):
-    """Mean over ``dims`` keeping them: an adaptive average pool to size 1 along those axes."""
-
-    def __init__(self, dims: Tuple[int, ...]) -> None:
-        super().__init__()
-        self.dims = dims
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x.mean(self.dims, keepdim=True)
-
-
-def make_export_friendly(module: nn.Module) -> int:
-    """Replace every ``nn.AdaptiveAvgPool2d`` that pools whole axes to 1 by an axis mean (same
-    values); returns how many were replaced. Other adaptive pools are left as they are."""
-    replaced = 0
-    for name, child in list(module.named_children()):
-        if isinstance(child, nn.AdaptiveAvgPool2d):
-            size = child.output_size if isinstance(child.output_size, (tuple, list)) else (child.output_size,) * 2
-            if all(s in (None, 1) for s in size) and any(s == 1 for s in size):
-                setattr(module, name, _AxisMean(tuple(d for d, s in zip((-2, -1), size) if s == 1)))
-                replaced += 1
-        else:
-            replaced += make_export_friendly(child)
-    return replaced
-
-
-class ExportableNetwork(nn.Module):
-    """Raw padded images (B, 3, H, W) float32 -> the model's ``complexity_forward`` tensors."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        if not hasattr(model, "complexity_forward"):
-            raise ValueError(
-                f"tools/export.py: {type(model).__name__} has no complexity_forward(images) (the network-only "
-                "forward the export needs)"
-            )
-        self.model = model
-        self.register_buffer("mean", model.pixel_mean.detach().clone().view(1, -1, 1, 1), False)
-        self.register_buffer("std", model.pixel_std.detach().clone().view(1, -1, 1, 1), False)
-
-    def forward(self, images: Tensor) -> Tuple[Tensor, ...]:
-        out = self.model.complexity_forward((images - self.mean) / self.std)
-        return (out,) if isinstance(out, Tensor) else tuple(out)
-
-
-def output_names(cfg, num: int) -> List[str]:
-    """Names of the exported outputs: LMSF-A's head layout, else ``output0 ..``."""
-    if cfg.MODEL.META_ARCHITECTURE == "LMSFA" and (num - 1) % 3 == 0:
-        levels = (num - 1) // 3
-        strides = [8 * 2 ** i for i in range(levels)]
-        return [f"{kind}_s{s}" for kind in ("box", "cls", "coef") for s in strides] + ["protos"]
-    return [f"output{i}" for i in range(num)]
-
-
-def size_divisibility(model: nn.Module) -> int:
-    div = getattr(getattr(model, "backbone", None), "size_divisibility", 0) or getattr(model, "size_divisibility", 0)
-    return int(div) or 32
-
-
-def raw_pad_value(model: nn.Module) -> Tensor:
-    """Per-channel raw pixel value of the padding: LMSF-A pads raw images (114); Detectron2-style
-    models pad the normalised image with 0, i.e. the raw image with PIXEL_MEAN."""
-    if hasattr(model, "pad_value"):
-        return torch.full((model.pixel_mean.numel(),), float(model.pad_value))
-    return model.pixel_mean.detach().flatten().cpu().clone()
-
-
-def pad_batch(images: Sequence[Tensor], pad_value: Tensor, size_hw: Optional[Tuple[int, int]] = None,
-              divisibility: int = 32) -> Tensor:
-    """(C, h, w) images -> (B, C, H, W) float32, padded at the bottom/right to ``size_hw`` (fixed
-    export) or to the batch maximum rounded up to ``divisibility`` (dynamic export)."""
-    hs, ws = [int(x.shape[-2]) for x in images], [int(x.shape[-1]) for x in images]
-    if size_hw is None:
-        H = -(-max(hs) // divisibility) * divisibility
-        W = -(-max(ws) // divisibility) * divisibility
-    else:
-        H, W = int(size_hw[0]), int(size_hw[1])
-        if max(hs) > H or max(ws) > W:
-            raise ValueError(
-                f"tools/export.py: a mapped image is {max(hs)}x{max(ws)}, larger than the fixed export size {H}x{W} "
-                "(use --size or --dynamic)"
-            )
-    out = pad_value.view(1, -1, 1, 1).expand(len(images), -1, H, W).clone().float()
-    for i, x in enumerate(images):
-        out[i, :, : x.shape[-2], : x.shape[-1]] = x.float()
-    return out
-
-
-def default_input_size(cfg) -> Tuple[int, int]:
-    """Largest (H, W) the test mapper produces: the YOLO letterbox square, the fixed resize, or
-    the complexity-counting shape."""
-    name = cfg.INPUT.DATASET_MAPPER_NAME
-    if name == "yolo" and hasattr(cfg.INPUT, "YOLO"):
-        s = int(cfg.INPUT.YOLO.IMAGE_SIZE)
-        return s, s
-    fh, fw = cfg.INPUT.FIXED_SIZE
-    if fh > 0 and fw > 0:
-        return int(fh), int(fw)
-    shape = tuple(cfg.TEST.COMPLEXITY_INPUT_SHAPE)
-    return int(shape[-2]), int(shape[-1])
-
-
-# ---------------------------------------------------------------------------------- export
-def export_torchscript(net: nn.Module, example: Tensor, path: str) -> str:
-    with torch.no_grad():
-        traced = torch.jit.trace(net, (example,), check_trace=False, strict=False)
-    torch.jit.save(traced, path)
-    return path
-
-
-def export_onnx(net: nn.Module, example: Tensor, path: str, names: Sequence[str], dynamic: bool,
-                opset: int = ONNX_OPSET, divisibility: int = 32) -> str:
-    """ONNX through ``torch.export`` (dynamo exporter); dynamic H/W are multiples of ``divisibility``."""
-    kwargs = {}
-    if dynamic:
-        d = torch.export.Dim
-        hmax = max(2, 4096 // divisibility)
-        kwargs["dynamic_shapes"] = ({
-            0: d("batch", min=1, max=256),
-            2: divisibility * d("h_blocks", min=1, max=hmax),
-            3: divisibility * d("w_blocks", min=1, max=hmax),
-        },)
-    with torch.no_grad():
-        torch.onnx.export(
-            net, (example,), path, dynamo=True, opset_version=opset, input_names=["images"],
-            output_names=list(names), external_data=False, verbose=False, **kwargs,
-        )
-    return path
-
-
-class OnnxNetwork:
-    """An exported network in onnxruntime (CPU by default): ``__call__(images) -> [Tensor]``."""
-
-    def __init__(self, path: str, threads: int = 0, providers: Sequence[str] = ("CPUExecutionProvider",)) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        if threads > 0:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(path, opts, providers=list(providers))
-        self.input_name = self.session.get_inputs()[0].name
-
-    def __call__(self, images: Tensor) -> List[Tensor]:
-        arr = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-        return [torch.from_numpy(o) for o in self.session.run(None, {self.input_name: arr})]
-
-
-def lmsfa_postprocess(model: nn.Module, outputs: Sequence[Tensor], image_sizes: Sequence[Tuple[int, int]],
-                      batched_inputs: Optional[List[Dict]] = None) -> List[Dict]:
-    """LMSF-A's own post-processing (decode, multi-label NMS, masks for kept detections at the
-    original size) applied to exported network outputs (the flat ``complexity_forward`` order)."""
-    from lmsfa.heads.base import HeadOutputs
-
-    n = len(outputs)
-    if (n - 1) % 3:
-        raise ValueError(f"tools/export.py: expected 3 x levels + 1 LMSF-A outputs, got {n}")
-    lv = (n - 1) // 3
-    out = HeadOutputs(
-        box=list(outputs[:lv]), cls=list(outputs[lv:2 * lv]), coef=list(outputs[2 * lv:3 * lv]),
-        protos=outputs[-1], strides=[8 * 2 ** i for i in range(lv)],
-    )
-    return model.inference(out, list(image_sizes), batched_inputs)
-
-
-# ---------------------------------------------------------------------------------- check
-def check_images(cfg, dataset: str = "", files: Sequence[str] = (), num: int = 4) -> List[Dict]:
-    """Model inputs (test mapper) of real images: ``files`` or the first ``num`` of a data set."""
+def check_frames(cfg, fmt: str, dataset: str = "", files: Sequence[str] = (), num: int = 4) -> List:
+    """Real frames (arrays in ``fmt``): ``files`` or the first ``num`` images of a data set."""
     from detectron2.data import DatasetCatalog
 
     import medseg_core.data  # noqa: F401  (registers the data sets)
-    from medseg_core.data.mappers import build_dataset_mapper
+    from medseg_core.data.mappers import read_image_checked
 
-    if files:
-        records = [{"file_name": f, "image_id": os.path.basename(f)} for f in files]
-        ds = dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
-    else:
+    if not files:
         ds = dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
         if not ds or ds not in DatasetCatalog.list():
-            raise ValueError(
-                f"tools/export.py: no real images to check on: data set {ds!r} is not registered; "
-                "give --check-dataset NAME or --input FILES"
-            )
-        records = DatasetCatalog.get(ds)[:num]
-    mapper = build_dataset_mapper(cfg, False, ds if ds in DatasetCatalog.list() else None)
-    out = []
-    for r in records:
-        r = {k: v for k, v in r.items() if k not in ("annotations", "sem_seg")}
-        out.append(mapper(r))
-    return out
+            raise SystemExit(f"tools/export.py: no real images to check on: data set {ds!r} is not registered; "
+                             "give --check-dataset NAME or --input FILES")
+        files = [r["file_name"] for r in DatasetCatalog.get(ds)[:num]]
+    return [read_image_checked(f, fmt) for f in files]
 
 
-def _max_abs(a: Sequence[Tensor], b: Sequence[Tensor]) -> List[float]:
-    if len(a) != len(b):
-        raise ValueError(f"tools/export.py: {len(a)} vs {len(b)} outputs")
-    return [float((x.float() - y.float()).abs().max()) if x.numel() else 0.0 for x, y in zip(a, b)]
+def dataset_files(name: str, num: int) -> List[str]:
+    from detectron2.data import DatasetCatalog
+
+    import medseg_core.data  # noqa: F401
+
+    if name not in DatasetCatalog.list():
+        raise SystemExit(f"tools/export.py: calibration data set {name!r} is not registered")
+    recs = DatasetCatalog.get(name)
+    step = max(1, len(recs) // max(num, 1))  # spread over the set (videos are stored in order)
+    return [r["file_name"] for r in recs[::step][:num]]
 
 
-def _compare_detections(ref: List[Dict], got: List[Dict], iou_match: float = 0.9) -> Dict[str, float]:
-    """Match every PyTorch detection to the same-class exported one of highest box IoU (order
-    can differ where scores tie, and candidates right at the confidence threshold may flip)."""
-    from torchvision.ops import box_iou
+def time_runtimes(runtimes: Dict[str, object], batch: torch.Tensor, warmup: int, runs: int, repeats: int) -> Dict:
+    """Median network latency (ms) of every runtime on ``batch``, timed in turns."""
+    from medseg_core.profiling import measure_latency
 
-    n_ref = sum(len(r["instances"]) for r in ref)
-    n_got = sum(len(g["instances"]) for g in got)
-    matched, score_d, box_d, mask_d = 0, [0.0], [0.0], [0.0]
-    for r, g in zip(ref, got):
-        r, g = r["instances"], g["instances"]
-        if not len(r) or not len(g):
-            continue
-        iou = box_iou(r.pred_boxes.tensor, g.pred_boxes.tensor)
-        iou[r.pred_classes[:, None] != g.pred_classes[None, :]] = -1
-        best, j = iou.max(1)
-        ok = best >= iou_match
-        matched += int(ok.sum())
-        if ok.any():
-            i, j = ok.nonzero()[:, 0], j[ok]
-            score_d.append(float((r.scores[i] - g.scores[j]).abs().max()))
-            box_d.append(float((r.pred_boxes.tensor[i] - g.pred_boxes.tensor[j]).abs().max()))
-            mask_d.append(float((r.pred_masks[i] != g.pred_masks[j]).float().mean(dim=(1, 2)).max()))
-    return {
-        "detections_pytorch": n_ref, "detections_onnx": n_got,
-        "matched_fraction": matched / max(n_ref, 1),
-        "matched_max_score_abs_diff": max(score_d), "matched_max_box_abs_diff": max(box_d),
-        "matched_max_mask_pixel_disagreement": max(mask_d),
-    }
+    times: Dict[str, List[float]] = {k: [] for k in runtimes}
+    for rep in range(repeats):
+        order = list(runtimes.items()) if rep % 2 == 0 else list(reversed(runtimes.items()))
+        for k, rt in order:
+            times[k] += measure_latency(lambda r=rt: r(batch), torch.device("cpu"), warmup, runs).times_ms
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
-def run_check(cfg, model: nn.Module, net: nn.Module, inputs: List[Dict], size_hw: Optional[Tuple[int, int]],
-              ts_path: Optional[str], onnx_path: Optional[str], names: Sequence[str]) -> Dict:
-    """Per image: max |PyTorch - exported| per output; LMSF-A detections through post-processing."""
-    div = size_divisibility(model)
-    pad = raw_pad_value(model)
-    ts = torch.jit.load(ts_path) if ts_path else None
-    ort_net = OnnxNetwork(onnx_path) if onnx_path else None
-    per_image = []
-    worst = {"torchscript": 0.0, "onnx": 0.0}
-    det = []
-    for x in inputs:
-        images = pad_batch([x["image"]], pad, size_hw, div)
-        with torch.no_grad():
-            ref = list(net(images))
-        row = {"file_name": x.get("file_name", ""), "input_shape": list(images.shape)}
-        for kind, runner in (("torchscript", ts), ("onnx", ort_net)):
-            if runner is None:
-                continue
-            with torch.no_grad():
-                got = list(runner(images))
-            diffs = _max_abs(ref, got)
-            row[kind] = dict(zip(names, diffs))
-            worst[kind] = max(worst[kind], max(diffs))
-            if kind == "onnx" and cfg.MODEL.META_ARCHITECTURE == "LMSFA":
-                sizes = [tuple(int(s) for s in x["image"].shape[-2:])]
-                with torch.no_grad():
-                    det.append((lmsfa_postprocess(model, ref, sizes, [x]), lmsfa_postprocess(model, got, sizes, [x])))
-        per_image.append(row)
-    out = {"per_image": per_image, "max_abs_diff": {k: v for k, v in worst.items()
-                                                    if (k == "torchscript" and ts) or (k == "onnx" and ort_net)}}
-    if det:
-        out["onnx_detections"] = _compare_detections([d[0][0] for d in det], [d[1][0] for d in det])
-    return out
+def exported_runtimes(args: argparse.Namespace) -> Set[str]:
+    """The runtimes whose files these options write (ONNX is the route to OpenVINO, FP32 IR the route to INT8)."""
+    wanted = {"torchscript"} & set(args.format)
+    if {"onnx", "openvino"} & set(args.format) or args.int8:
+        wanted.add("onnxruntime")
+    if "openvino" in args.format or args.int8:
+        wanted.add("openvino")
+    if args.int8:
+        wanted.add("openvino-int8")
+    return wanted
 
 
-# ---------------------------------------------------------------------------------- CLI
+def reference_name(args: argparse.Namespace) -> str:
+    return "pytorch" if args.no_fuse else "pytorch-fused"
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--output", default="", help="output folder (default output/export/<config name>)")
-    p.add_argument("--format", nargs="+", default=["torchscript", "onnx"], choices=["torchscript", "onnx"])
-    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="fixed input size (default: the "
-                   "largest image the test mapper produces)")
-    p.add_argument("--dynamic", action="store_true", help="free batch, height and width (multiples of 32)")
-    p.add_argument("--opset", type=int, default=ONNX_OPSET, help=f"ONNX opset (default {ONNX_OPSET})")
+    p.add_argument("--format", nargs="+", default=["torchscript", "onnx", "openvino"], choices=FORMATS)
+    p.add_argument("--int8", action="store_true", help="also an NNCF INT8 OpenVINO IR (needs openvino)")
+    p.add_argument("--size", nargs=2, type=int, metavar=("H", "W"), help="static input size (default: the padded "
+                   "size of the first check image)")
+    p.add_argument("--dynamic", action="store_true", help="free batch, height and width")
     p.add_argument("--no-fuse", action="store_true", help="export the unfused model")
+    p.add_argument("--check-only", action="store_true", help="re-check the files already in --output")
     p.add_argument("--check-dataset", default="", help="registered data set whose first images check the export")
     p.add_argument("--input", nargs="*", default=[], help="image files (or globs) to check on instead")
     p.add_argument("--num-check-images", type=int, default=4)
-    p.add_argument("--atol", type=float, default=1e-3, help="max abs difference allowed on every output")
-    p.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    p.add_argument("--calibration-dataset", default="", help="INT8 calibration images (default: DATASETS.TRAIN[0])")
+    p.add_argument("--calibration-images", type=int, default=300)
+    p.add_argument("--evaluate", default="", help="registered data set: the config's evaluators for every runtime")
+    p.add_argument("--eval-max-images", type=int, default=0, help="evaluate on the first N images only (0 = all)")
+    p.add_argument("--evaluate-runtimes", nargs="+", default=[], metavar="RUNTIME",
+                   choices=("pytorch", "pytorch-fused", "torchscript", "onnxruntime", "openvino", "openvino-int8"),
+                   help="with --evaluate: only these runtimes (default: every exported one)")
+    p.add_argument("--time", action="store_true", help="network latency of every runtime, timed in turns")
+    p.add_argument("--threads", type=int, default=1, help="threads of every runtime (torch, ORT, OpenVINO)")
+    p.add_argument("--atol", type=float, default=1e-3, help="max |raw output difference|")
+    p.add_argument("--min-matched", type=float, default=0.95, help="min fraction of matched detections")
+    p.add_argument("--score-atol", type=float, default=1e-3, help="max score difference of matched detections")
+    p.add_argument("--min-mask-iou", type=float, default=0.9, help="min mask IoU of every matched detection")
+    p.add_argument("--min-pixel-agreement", type=float, default=0.99, help="semantic: min arg-max agreement")
     p.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p
 
@@ -378,83 +150,146 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
     logger.setLevel(logging.INFO)
+    logging.getLogger("medseg_core.deploy").setLevel(logging.INFO)
+    from medseg_core.atomic import atomic_write_json
     from medseg_core.config import load_config
+    from medseg_core.deploy import DeployNetwork
+    from medseg_core.deploy.export import (
+        Tolerances, check_runtime, export_onnx, export_openvino, export_torchscript, make_export_friendly,
+    )
+    from medseg_core.deploy.predictor import Predictor, build_deployable, build_runtime
 
-    if args.num_threads > 0:
-        torch.set_num_threads(args.num_threads)
     if args.dynamic and args.size:
         raise SystemExit("tools/export.py: give --size or --dynamic, not both")
+    if args.evaluate_runtimes and not args.evaluate:
+        raise SystemExit("tools/export.py: --evaluate-runtimes needs --evaluate DATASET")
+    wanted = exported_runtimes(args)
+    missing = [] if args.check_only else sorted(set(args.evaluate_runtimes) - wanted - {reference_name(args)})
+    if missing:
+        raise SystemExit(f"tools/export.py: --evaluate-runtimes {' '.join(missing)}: not exported with these options "
+                         f"(exported: {', '.join(sorted(wanted))})")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     cfg = load_config(args.config_file, list(args.opts) + ["MODEL.DEVICE", "cpu"])
     out_dir = args.output or os.path.join(REPO, "output", "export", os.path.splitext(os.path.basename(args.config_file))[0])
+    meta_path = os.path.join(out_dir, "export.json")
+    if args.check_only and not os.path.isfile(meta_path):
+        raise SystemExit(f"{meta_path}: no export.json to re-check (export first, without --check-only)")
     os.makedirs(out_dir, exist_ok=True)
 
-    model = build_eval_model(cfg, fuse=not args.no_fuse)
-    net = ExportableNetwork(copy.deepcopy(model)).eval()
-    replaced = make_export_friendly(net)
-    size_hw = None if args.dynamic else tuple(args.size) if args.size else default_input_size(cfg)
-    div = size_divisibility(model)
+    model = build_deployable(cfg, fuse=not args.no_fuse)
+    contract = model.deploy_contract()
+    names = model.deploy_output_names()
     files = [f for pat in args.input for f in (sorted(glob.glob(pat)) or [pat])]
-    inputs = check_images(cfg, args.check_dataset, files, args.num_check_images)
-    example = pad_batch([inputs[0]["image"]], raw_pad_value(model), size_hw, div)
-    with torch.no_grad():
-        names = output_names(cfg, len(net(example)))
-        ref_model = list(ExportableNetwork(model).eval()(example))
-        ref_net = list(net(example))
-    substitution_diff = max(_max_abs(ref_model, ref_net))
+    frames = check_frames(cfg, contract.input_format, args.check_dataset, files, args.num_check_images)
+    reference = build_runtime("pytorch", model)  # the (fused) model in PyTorch: every runtime is checked against it
+    if args.check_only:
+        old = json.load(open(meta_path))
+        size_hw = None if old["input"]["dynamic"] else tuple(old["input"]["shape"][-2:])
+        paths = {k: os.path.join(out_dir, v) for k, v in old["files"].items()}
+    else:
+        size_hw = None if args.dynamic else tuple(args.size) if args.size else None
+        if size_hw is None and not args.dynamic:
+            t = contract.image_tensor(frames[0], contract.input_format)
+            size_hw = contract.padded_size(*t.shape[-2:])
+        paths = {}
+    example = contract.pad_batch([contract.image_tensor(frames[0], contract.input_format)], size_hw)
 
-    paths: Dict[str, str] = {}
     timings: Dict[str, float] = {}
-    if "torchscript" in args.format:
-        t = time.perf_counter()
-        paths["torchscript"] = export_torchscript(net, example, os.path.join(out_dir, "model.ts"))
-        timings["torchscript"] = time.perf_counter() - t
-    if "onnx" in args.format:
-        t = time.perf_counter()
-        paths["onnx"] = export_onnx(net, example, os.path.join(out_dir, "model.onnx"), names, args.dynamic, args.opset, div)
-        timings["onnx"] = time.perf_counter() - t
-    for k, p in paths.items():
-        logger.info("exported %s in %.1fs -> %s", k, timings[k], p)
+    replaced, substitution = 0, 0.0
+    if not args.check_only:
+        net = DeployNetwork(copy.deepcopy(model)).eval()
+        replaced = make_export_friendly(net)
+        with torch.no_grad():
+            substitution = max(float((a - b).abs().max()) for a, b in zip(reference(example), net(example)))
+        steps = [("torchscript", lambda: export_torchscript(net, example, os.path.join(out_dir, FILES["torchscript"])))]
+        steps.append(("onnxruntime", lambda: export_onnx(net, example, os.path.join(out_dir, FILES["onnxruntime"]),
+                                                         names, args.dynamic, divisibility=contract.size_divisibility)))
+        steps.append(("openvino", lambda: export_openvino(paths["onnxruntime"], os.path.join(out_dir, FILES["openvino"]))))
+        for kind, fn in steps:
+            if kind not in wanted:
+                continue
+            t0 = time.perf_counter()
+            paths[kind] = fn()
+            timings[kind] = time.perf_counter() - t0
+            logger.info("exported %s in %.1fs -> %s", kind, timings[kind], paths[kind])
+        if args.int8:
+            from medseg_core.deploy.quantize import calibration_batches, quantize_openvino
 
-    check = run_check(cfg, model, net, inputs, size_hw, paths.get("torchscript"), paths.get("onnx"), names)
-    shapes = [list(t.shape) for t in ref_net]
+            calib = args.calibration_dataset or (cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else "")
+            batches = calibration_batches(contract, dataset_files(calib, args.calibration_images), size_hw)
+            t0 = time.perf_counter()
+            paths["openvino-int8"] = quantize_openvino(paths["openvino"], batches, os.path.join(out_dir, FILES["openvino-int8"]))
+            timings["openvino-int8"] = time.perf_counter() - t0
+            logger.info("INT8 calibrated on %d images of %s in %.0fs", len(batches), calib, timings["openvino-int8"])
+
+    runtimes = {reference_name(args): reference}
+    for kind, path in paths.items():
+        runtimes[kind] = build_runtime(kind, model, artifact=path, threads=args.threads, example=example,
+                                       dynamic=size_hw is None)
+    tol = Tolerances(args.atol, args.min_matched, args.score_atol, args.min_mask_iou, args.min_pixel_agreement)
+    checks = {k: check_runtime(model, reference, rt, frames, contract.input_format, tol, names)
+              for k, rt in runtimes.items() if rt is not reference}
+    if "openvino-int8" in checks:
+        checks["openvino-int8"]["ok"] = None  # reported; INT8 accuracy is measured by --evaluate
+    latency = time_runtimes(runtimes, example, 5, 20, 3) if args.time else {}
+    evaluation = {}
+    if args.evaluate:
+        from medseg_core.deploy.evaluate import evaluate_predictor
+
+        for k, rt in runtimes.items():
+            if args.evaluate_runtimes and k not in args.evaluate_runtimes:
+                continue
+            t0 = time.perf_counter()
+            evaluation[k] = evaluate_predictor(Predictor(model, rt), cfg, args.evaluate, args.eval_max_images)
+            logger.info("%s evaluated on %s in %.0fs", k, args.evaluate, time.perf_counter() - t0)
+
     meta = {
-        "config_file": os.path.abspath(args.config_file),
-        "opts": list(args.opts),
+        "config_file": os.path.abspath(args.config_file), "opts": list(args.opts),
         "weights": cfg.MODEL.WEIGHTS or "(none: randomly initialised)",
-        "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
-        "fused": not args.no_fuse,
+        "model": type(model).__name__, "fused": not args.no_fuse,
         "files": {k: os.path.basename(v) for k, v in paths.items()},
-        "onnx": {"opset": args.opset, "exporter": "torch.onnx.export(dynamo=True)", "torch": torch.__version__},
-        "adaptive_pools_replaced_by_means": replaced,
-        "substitution_max_abs_diff": substitution_diff,
-        "input": {
-            "name": "images", "layout": "NCHW", "dtype": "float32", "channel_order": cfg.INPUT.FORMAT,
-            "values": "raw pixel values 0..255 (normalisation (x - mean) / std is inside the graph)",
-            "pixel_mean": list(map(float, cfg.MODEL.PIXEL_MEAN)), "pixel_std": list(map(float, cfg.MODEL.PIXEL_STD)),
-            "shape": ["batch", 3, f"{div}*h", f"{div}*w"] if args.dynamic else [1, 3, size_hw[0], size_hw[1]],
-            "resize": f"the '{cfg.INPUT.DATASET_MAPPER_NAME or 'default'}' test mapper of the config",
-            "padding": "bottom/right, raw value " + ", ".join(f"{v:g}" for v in raw_pad_value(model).tolist()),
-        },
-        "outputs": [{"name": n, "example_shape": s} for n, s in zip(names, shapes)],
-        "postprocess": "in PyTorch: LMSFA.inference (tools/export.py:lmsfa_postprocess) for LMSF-A; "
-                       "crop + resize of the scores for semantic models",
-        "export_seconds": timings,
-        "check": check,
-        "atol": args.atol,
+        "onnx": {"opset": 18, "exporter": "torch.onnx.export(dynamo=True)", "torch": torch.__version__},
+        "contract": contract.as_dict(),
+        "input": {"name": "images", "layout": "NCHW", "dtype": "float32", "dynamic": size_hw is None,
+                  "shape": ["batch", contract.channels, f"{contract.size_divisibility}*h", f"{contract.size_divisibility}*w"]
+                  if size_hw is None else [1, contract.channels, *size_hw]},
+        "outputs": [{"name": n, "example_shape": list(t.shape)} for n, t in zip(names, reference(example))],
+        "postprocess": f"{type(model).__name__}.deploy_postprocess in PyTorch (medseg_core.deploy)",
+        "adaptive_pools_replaced_by_means": replaced, "substitution_max_abs_diff": substitution,
+        "export_seconds": timings, "check_images": len(frames), "checks": checks,
+        "network_latency_ms": latency, "threads": args.threads, "evaluation": evaluation,
     }
-    with open(os.path.join(out_dir, "export.json"), "w") as f:
-        json.dump(meta, f, indent=2)
+    if args.check_only:
+        old.update({k: meta[k] for k in ("checks", "network_latency_ms", "evaluation", "check_images")})
+        meta = old
+    atomic_write_json(meta_path, meta, indent=2)
 
-    print(f"\n{cfg.MODEL.META_ARCHITECTURE} ({os.path.basename(args.config_file)}), fused={not args.no_fuse}, "
-          f"input {meta['input']['shape']}, checked on {len(inputs)} real image(s)")
+    print(f"\n{type(model).__name__} ({os.path.basename(args.config_file)}), fused={not args.no_fuse}, input "
+          f"{meta['input']['shape']}, checked on {len(frames)} real image(s) against PyTorch")
+    head = f"  {'runtime':<15} {'max raw diff':>12} {'matched':>8} {'min mask IoU':>12} {'pixel agr.':>10}"
+    head += f" {'net ms':>8}" if latency else ""
+    head += f" {'x ref':>6}" if latency else ""
+    print(head + "  status")
+    ref_ms = latency.get(next(iter(runtimes))) if latency else None
     ok = True
-    for kind, diff in check["max_abs_diff"].items():
-        good = diff <= args.atol
-        ok &= good
-        print(f"  {kind:<12} max |PyTorch - exported| over all outputs = {diff:.3e}  ({'OK' if good else 'FAIL'} at atol {args.atol:g})")
-    if "onnx_detections" in check:
-        print("  onnx detections after LMSF-A post-processing:", json.dumps(check["onnx_detections"]))
-    print(f"  files: {', '.join(paths.values())}; details in {os.path.join(out_dir, 'export.json')}")
+    for k in runtimes:
+        c = checks.get(k)
+        a = c["agreement"] if c else {}
+        line = (f"  {k:<15} {c['max_abs_diff'] if c else 0.0:>12.3e} {a.get('matched_fraction', float('nan')):>8.3f} "
+                f"{a.get('min_mask_iou', float('nan')):>12.4f} {a.get('pixel_agreement', float('nan')):>10.4f}")
+        if latency:
+            line += f" {latency[k]:>8.2f} {ref_ms / latency[k]:>6.2f}"
+        status = "reference" if c is None else ("reported" if c["ok"] is None else "OK" if c["ok"] else
+                                                 "FAIL: " + "; ".join(c["failed"]))
+        if c is not None and c["ok"] is False:
+            ok = False
+        print(line + "  " + status)
+    for k, res in evaluation.items():
+        flat = {f"{task}/{m}": v for task, d in res.items() if isinstance(d, dict) for m, v in d.items()
+                if m in ("AP", "AP50", "mIoU", "IoU", "Dice")}
+        print(f"  {args.evaluate} {k}: " + ", ".join(f"{m} {v:.2f}" for m, v in flat.items()))
+    print(f"  files: {', '.join(paths.values()) or '-'}; details in {meta_path}")
     return 0 if ok else 1
 
 

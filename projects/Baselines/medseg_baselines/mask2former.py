@@ -32,11 +32,16 @@ This wrapper only adapts the interfaces:
   size (``pred_masks`` [N, H, W] bool), not a merged label map. Choice where upstream is silent
   for our use: upstream returns all-zero boxes; here ``pred_boxes`` are the masks' tight boxes so
   that box AP is meaningful in the comparison table.
+
+Deploy interface (:mod:`medseg_core.deploy`): ``deploy_forward`` = the transformers network
+(``class_logits`` (B, Q, C+1), ``mask_logits`` (B, Q, H/4, W/4)); ``deploy_postprocess`` = the
+inference above; the contract = the "instance" test mapper's shortest-edge resize
+(``INPUT.MIN_SIZE_TEST``, ``MAX_SIZE_TEST``) and padding with PIXEL_MEAN to ``SIZE_DIVISIBILITY``.
 """
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +54,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import BitMasks, Boxes, ImageList, Instances, PolygonMasks
 from detectron2.structures.masks import polygons_to_bitmask
 
+from medseg_core.deploy import PreprocessContract
 from medseg_core.errors import ConfigError
 
 __all__ = ["HFMask2Former", "build_hf_mask2former_config"]
@@ -162,6 +168,8 @@ class HFMask2Former(nn.Module):
         size_divisibility: int,
         test_topk_per_image: int,
         deep_supervision: bool = True,
+        input_format: str = "BGR",
+        test_resize: Tuple[int, int] = (800, 1333),
     ):
         super().__init__()
         self.hf = _build_hf_model(hf_config)
@@ -169,6 +177,8 @@ class HFMask2Former(nn.Module):
         self.size_divisibility = int(size_divisibility)
         self.test_topk_per_image = int(test_topk_per_image)
         self.deep_supervision = bool(deep_supervision)
+        self.input_format = input_format
+        self.test_resize = (int(test_resize[0]), int(test_resize[1]))  # the test mapper's shortest edge, max size
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -182,6 +192,8 @@ class HFMask2Former(nn.Module):
             "size_divisibility": m.SIZE_DIVISIBILITY,
             "test_topk_per_image": m.TEST_TOPK_PER_IMAGE,
             "deep_supervision": m.DEEP_SUPERVISION,
+            "input_format": cfg.INPUT.FORMAT,
+            "test_resize": (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST),
         }
 
     @property
@@ -196,6 +208,31 @@ class HFMask2Former(nn.Module):
         """The network alone on a normalised image batch (for parameter/FLOP counting)."""
         out = self.hf(pixel_values=images)
         return out.class_queries_logits, out.masks_queries_logits
+
+    # ------------------------------------------------------------------ deploy interface
+    def deploy_contract(self) -> PreprocessContract:
+        mean = tuple(self.pixel_mean.flatten().tolist())
+        return PreprocessContract(
+            input_format=self.input_format, resize="shortest_edge", resize_size=self.test_resize,
+            size_divisibility=max(1, self.size_divisibility), pad_value=mean, pixel_mean=mean,
+            pixel_std=tuple(self.pixel_std.flatten().tolist()),
+        )
+
+    def deploy_output_names(self) -> List[str]:
+        return ["class_logits", "mask_logits"]
+
+    def deploy_forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        return self.complexity_forward(images)
+
+    def deploy_postprocess(self, outputs: Sequence[torch.Tensor], image_sizes: Sequence[Tuple[int, int]],
+                           original_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Instances]]:
+        cls_logits, mask_logits = outputs
+        padded = (4 * mask_logits.shape[-2], 4 * mask_logits.shape[-1])  # masks are at 1/4 of the padded input
+        return [
+            {"instances": self.instance_inference(cls_logits[i], mask_logits[i], padded, tuple(image_sizes[i]),
+                                                  tuple(int(v) for v in original_sizes[i]))}
+            for i in range(cls_logits.shape[0])
+        ]
 
     def forward(self, batched_inputs: List[Dict]):
         images = self.preprocess_image(batched_inputs)

@@ -73,7 +73,9 @@ class Attention(nn.Module):
         if self.explicit:
             out = torch.matmul(self.attend(torch.matmul(q, k.transpose(-1, -2)) * self.scale), v)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+            # 4D (B*G, heads, N, dim_head) inputs: the ONNX exporter translates only 4D attention
+            out = F.scaled_dot_product_attention(q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1),
+                                                 scale=self.scale).view(b, g, self.heads, n, self.dim_head)
         out = out.permute(0, 1, 3, 2, 4).reshape(b, g, n, self.heads * self.dim_head)
         return self.to_out(out)
 

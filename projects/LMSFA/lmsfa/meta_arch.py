@@ -14,6 +14,10 @@ inference (paper §III, Fig. 1).
   the boxes as if they were ROI masks; docs/lmsfa.md, "Evaluation protocols").
 * ``fuse()`` folds Conv+BN and RepVGGDW branches (:func:`lmsfa.fuse.fuse_model`);
   ``complexity_forward(images)`` runs backbone + head only, for parameter/FLOP counting.
+* Deploy interface (:mod:`medseg_core.deploy`): ``deploy_forward`` = the network's flat raw
+  outputs (``box_s8 .. box_s32, cls_s8 .. cls_s32, coef_s8 .. coef_s32, protos``),
+  ``deploy_postprocess`` = :meth:`LMSFA.inference` on them, the contract = the "yolo" test
+  mapper's longest-side resize to ``INPUT.YOLO.IMAGE_SIZE`` and gray (114) padding to 32.
 """
 from __future__ import annotations
 
@@ -26,6 +30,9 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import BitMasks, Boxes, ImageList, Instances, PolygonMasks
 from torch import Tensor, nn
+from torch.profiler import record_function
+
+from medseg_core.deploy import PreprocessContract
 
 from .dfl import make_anchors
 from .fuse import fuse_model
@@ -59,6 +66,7 @@ class LMSFA(nn.Module):
         multi_label: bool = True,
         agnostic_nms: bool = False,
         max_nms: int = 30000,
+        test_size: int = 640,
         mask_output: str = "full",
     ) -> None:
         super().__init__()
@@ -70,6 +78,7 @@ class LMSFA(nn.Module):
         self.reg_max = reg_max
         self.conf_thresh, self.nms_iou, self.max_det = conf_thresh, nms_iou, max_det
         self.multi_label, self.agnostic_nms, self.max_nms = multi_label, agnostic_nms, max_nms
+        self.test_size = int(test_size)  # longest side of the test letterbox (the "yolo" test mapper)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         if self.pixel_mean.shape != self.pixel_std.shape:
@@ -95,6 +104,7 @@ class LMSFA(nn.Module):
             input_format=cfg.INPUT.FORMAT, pad_value=a.PAD_VALUE, reg_max=a.REG_MAX,
             conf_thresh=a.TEST_CONF_THRESH, nms_iou=a.TEST_NMS_IOU, max_det=a.TEST_MAX_DET,
             multi_label=a.TEST_MULTI_LABEL, agnostic_nms=a.TEST_AGNOSTIC_NMS, max_nms=a.TEST_MAX_NMS,
+            test_size=cfg.INPUT.YOLO.IMAGE_SIZE,
             mask_output=cfg.TEST.MASK_OUTPUT,
         )
 
@@ -126,6 +136,34 @@ class LMSFA(nn.Module):
         """Backbone + neck + head on a normalised (B, 3, H, W) tensor; flat tuple of outputs."""
         out = self.network(images)
         return (*out.box, *out.cls, *out.coef, out.protos)
+
+    # ------------------------------------------------------------------ deploy interface
+    def deploy_contract(self) -> PreprocessContract:
+        c = self.pixel_mean.numel()
+        return PreprocessContract(
+            input_format=self.input_format, resize="longest", resize_size=(self.test_size,),
+            size_divisibility=int(getattr(self.backbone, "size_divisibility", 32) or 32),
+            pad_value=(self.pad_value,) * c, pixel_mean=tuple(self.pixel_mean.flatten().tolist()),
+            pixel_std=tuple(self.pixel_std.flatten().tolist()),
+        )
+
+    def deploy_output_names(self) -> List[str]:
+        strides = self.head.strides
+        return [f"{kind}_s{s}" for kind in ("box", "cls", "coef") for s in strides] + ["protos"]
+
+    def deploy_forward(self, images: Tensor) -> Tuple[Tensor, ...]:
+        return self.complexity_forward(images)
+
+    def deploy_postprocess(self, outputs: Sequence[Tensor], image_sizes: Sequence[Tuple[int, int]],
+                           original_sizes: Sequence[Tuple[int, int]]) -> List[Dict[str, Instances]]:
+        lv = len(self.head.strides)
+        if len(outputs) != 3 * lv + 1:
+            raise ValueError(f"LMSFA.deploy_postprocess: expected {3 * lv + 1} raw outputs "
+                             f"({', '.join(self.deploy_output_names())}), got {len(outputs)}")
+        out = HeadOutputs(box=list(outputs[:lv]), cls=list(outputs[lv:2 * lv]), coef=list(outputs[2 * lv:3 * lv]),
+                          protos=outputs[-1], strides=list(self.head.strides))
+        sizes = [{"height": int(h), "width": int(w)} for h, w in original_sizes]
+        return self.inference(out, [tuple(map(int, s)) for s in image_sizes], sizes)
 
     def fuse(self) -> "LMSFA":
         """Fold Conv+BN and RepVGGDW branches for deployment (call in eval mode)."""
@@ -198,13 +236,19 @@ class LMSFA(nn.Module):
     def inference(
         self, outputs: HeadOutputs, image_sizes: List[Tuple[int, int]], batched_inputs: Optional[List[Dict]] = None
     ) -> List[Dict[str, Instances]]:
-        boxes, _, _ = decode_boxes(outputs.box, outputs.strides, self.reg_max)
-        scores = flatten_levels(outputs.cls).sigmoid()
-        coef = flatten_levels(outputs.coef)
-        dets = multilabel_nms(
-            boxes, scores, coef, self.conf_thresh, self.nms_iou, self.max_det,
-            self.multi_label, self.agnostic_nms, self.max_nms,
-        )
+        # record_function labels: the steps tools/benchmark.py --modes stages attributes time to
+        with record_function("decode"):
+            scores = flatten_levels(outputs.cls).sigmoid()
+            # boxes and coefficients only where a class can pass the threshold (same NMS input order)
+            anchors = (scores > self.conf_thresh).any(-1).any(0).nonzero()[:, 0]
+            scores = scores[:, anchors]
+            boxes, _, _ = decode_boxes(outputs.box, outputs.strides, self.reg_max, anchors)
+            coef = flatten_levels(outputs.coef)[:, anchors]
+        with record_function("nms"):
+            dets = multilabel_nms(
+                boxes, scores, coef, self.conf_thresh, self.nms_iou, self.max_det,
+                self.multi_label, self.agnostic_nms, self.max_nms,
+            )
         results = []
         # padded input width / prototype width (4 for the YOLOv8 Proto)
         proto_stride = (outputs.box[0].shape[-1] * outputs.strides[0]) // outputs.protos.shape[-1]
@@ -212,17 +256,19 @@ class LMSFA(nn.Module):
             h_in, w_in = image_sizes[i]
             src = batched_inputs[i] if batched_inputs is not None else {}
             H, W = int(src.get("height", h_in)), int(src.get("width", w_in))
-            scale = torch.tensor([W / w_in, H / h_in, W / w_in, H / h_in], device=det.boxes.device)
-            bx = det.boxes * scale
-            bx[:, 0::2] = bx[:, 0::2].clamp(0, W)
-            bx[:, 1::2] = bx[:, 1::2].clamp(0, H)
-            inst = Instances((H, W))
-            inst.pred_boxes = Boxes(bx)
-            inst.scores = det.scores
-            inst.pred_classes = det.classes
-            inst.pred_masks = assemble_masks(
-                det.coef, outputs.protos[i], bx, (h_in, w_in), (H, W), proto_stride=proto_stride,
-                cropped=self.mask_output == "boxes",
-            )
+            with record_function("instances"):
+                scale = torch.tensor([W / w_in, H / h_in, W / w_in, H / h_in], device=det.boxes.device)
+                bx = det.boxes * scale
+                bx[:, 0::2] = bx[:, 0::2].clamp(0, W)
+                bx[:, 1::2] = bx[:, 1::2].clamp(0, H)
+                inst = Instances((H, W))
+                inst.pred_boxes = Boxes(bx)
+                inst.scores = det.scores
+                inst.pred_classes = det.classes
+            with record_function("masks"):
+                inst.pred_masks = assemble_masks(
+                    det.coef, outputs.protos[i], bx, (h_in, w_in), (H, W), proto_stride=proto_stride,
+                    cropped=self.mask_output == "boxes",
+                )
             results.append({"instances": inst})
         return results

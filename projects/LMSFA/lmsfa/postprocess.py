@@ -1,7 +1,9 @@
 """Inference post-processing of LMSF-A / YOLOv8-seg outputs (docs/lmsfa.md).
 
-1. **Decode** (whole batch at once): DFL expectations -> ltrb distances -> xyxy boxes in input
-   pixels; sigmoid class scores; mask coefficients.
+1. **Decode** (whole batch at once): sigmoid class scores; then, only for the anchors where
+   some class passes the confidence threshold (in any image of the batch), DFL expectations ->
+   ltrb distances -> xyxy boxes in input pixels and the mask coefficients (at the deployment
+   threshold 0.25 a few dozen of the 8400 anchors of a 640 x 640 input).
 2. **NMS** (whole batch at once): candidates are (anchor, class) pairs with score > conf
    (multi-label, as Ultralytics' validator does, so one box may score in several classes) or
    the best class per anchor (``multi_label=False``); at most ``max_nms`` candidates per image
@@ -24,7 +26,7 @@ own prototypes and output size) and, on the CPU, over the kept detections of an 
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import medseg_core  # noqa: F401  (NumPy-2 / Pillow shim before detectron2)
 import torch
@@ -54,11 +56,16 @@ def flatten_levels(levels: Sequence[Tensor]) -> Tensor:
     return torch.cat([x.flatten(2) for x in levels], 2).transpose(1, 2)
 
 
-def decode_boxes(box_levels: Sequence[Tensor], strides: Sequence[int], reg_max: int) -> Tuple[Tensor, Tensor, Tensor]:
+def decode_boxes(box_levels: Sequence[Tensor], strides: Sequence[int], reg_max: int,
+                 anchor_index: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """DFL logits per level -> (boxes (B, N, 4) xyxy in input pixels, anchor_points (N, 2) grid
-    units, stride_tensor (N, 1))."""
+    units, stride_tensor (N, 1)). With ``anchor_index`` (n,) only those anchors are decoded
+    (each anchor's box depends on its own logits only: the same values), N = n."""
     anchor_points, stride_tensor = make_anchors(box_levels, strides)
-    dist = dfl_decode(torch.cat([x.flatten(2) for x in box_levels], 2), reg_max)  # (B, 4, N)
+    logits = torch.cat([x.flatten(2) for x in box_levels], 2)
+    if anchor_index is not None:
+        logits, anchor_points, stride_tensor = logits[:, :, anchor_index], anchor_points[anchor_index], stride_tensor[anchor_index]
+    dist = dfl_decode(logits, reg_max)  # (B, 4, N)
     boxes = dist2bbox(dist, anchor_points.t()[None], dim=1) * stride_tensor.t()[None]
     return boxes.transpose(1, 2), anchor_points, stride_tensor
 

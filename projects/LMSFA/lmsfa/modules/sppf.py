@@ -8,16 +8,15 @@ Params = c1*c1/2 + c1 + 2*c1*c2 + 2*c2.
 Speed: in eval mode each k x k max-pool runs separably, as the maximum of k shifted views along
 the width and then along the height (padding -inf, as the pool pads): the same values, about 6 ms
 less per 640 x 640 forward of the fused LMSF-A and YOLOv8n-seg networks (measured in turns, one
-CPU thread; ``max_pool2d`` is slow for these 20 x 20 maps). Training and FLOP counting
-(:func:`counting_reference`) use ``nn.MaxPool2d``.
+CPU thread; ``max_pool2d`` is slow for these 20 x 20 maps). Training, and the module's own
+switch ``use_reference_path`` (set by FLOP counting, ``medseg_core.complexity.reference_paths``),
+use ``nn.MaxPool2d``.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-from medseg_core.complexity import counting_reference
 
 from .conv import ConvBNAct
 from medseg_core.errors import here
@@ -26,6 +25,8 @@ __all__ = ["SPPF"]
 
 
 class SPPF(nn.Module):
+    use_reference_path = False  # True: nn.MaxPool2d also in eval mode (medseg_core.complexity)
+
     def __init__(self, c1: int, c2: int, k: int = 5) -> None:
         super().__init__()
         c_ = c1 // 2
@@ -34,7 +35,7 @@ class SPPF(nn.Module):
         self.m = nn.MaxPool2d(kernel_size=k, stride=1, padding=k // 2)
 
     def forward(self, x: Tensor) -> Tensor:
-        pool = self.m if self.training or counting_reference() else self._separable_pool
+        pool = self.m if self.training or self.use_reference_path else self._separable_pool
         y = [self.cv1(x)]
         for _ in range(3):
             y.append(pool(y[-1]))

@@ -21,7 +21,8 @@ pixel and each scale separately, so they commute with nearest upsampling: P4 and
 at their own (4x, 16x smaller) resolution, upsampled, and the scale max is a ``torch.maximum``.
 Same output, about 4x faster on the CPU than stacking for ``MaxPool3d``. Training keeps the
 stacked form because BatchNorm's batch statistics are taken jointly over the three scales, and
-FLOP counting (``medseg_core.complexity``) counts the stacked form, the published architecture.
+the module's switch ``use_reference_path`` (set by FLOP counting,
+``medseg_core.complexity.reference_paths``) selects the stacked form, the published architecture.
 """
 from __future__ import annotations
 
@@ -31,8 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medseg_core.complexity import counting_reference
-
 from .conv import ConvBNAct, fold_bn
 
 __all__ = ["ScaleSequenceFusion", "Add"]
@@ -40,6 +39,8 @@ __all__ = ["ScaleSequenceFusion", "Add"]
 
 class ScaleSequenceFusion(nn.Module):
     """forward([p3, p4, p5]) -> (B, channels, H3, W3)."""
+
+    use_reference_path = False  # True: the stacked Conv3d / MaxPool3d form also in eval mode
 
     def __init__(self, in_channels: Sequence[int], channels: int) -> None:
         super().__init__()
@@ -56,7 +57,7 @@ class ScaleSequenceFusion(nn.Module):
         p3, p4, p5 = x
         p3, p4, p5 = self.conv0(p3), self.conv1(p4), self.conv2(p5)
         size = p3.shape[-2:]
-        if not self.training and not counting_reference():
+        if not self.training and not self.use_reference_path:
             y3, y4, y5 = (self._mix(p) for p in (p3, p4, p5))
             y4 = F.interpolate(y4, size=size, mode="nearest")
             y5 = F.interpolate(y5, size=size, mode="nearest")

@@ -15,7 +15,9 @@ as in the reference, so module-hook FLOP counters see no operations here (as in 
 
 Speed: when the large map is exactly twice the medium one (always, for inputs that are multiples
 of 32), both adaptive pools are 2x2 windows, computed here from the four stride-2 slices: the
-same values, about 5x faster on the CPU than ``adaptive_max_pool2d`` (measured, 1 thread).
+same values, about 5x faster on the CPU than ``adaptive_max_pool2d`` (measured, 1 thread). The
+module's switch ``use_reference_path`` (set by FLOP counting, ``medseg_core.complexity.reference_paths``)
+selects the adaptive pools.
 """
 from __future__ import annotations
 
@@ -32,12 +34,14 @@ __all__ = ["ZoomCat"]
 class ZoomCat(nn.Module):
     """forward([large, medium, small]) -> (B, 3C, H_medium, W_medium)."""
 
+    use_reference_path = False  # True: adaptive pools even for an exact 2x size ratio
+
     def forward(self, x: Sequence[Tensor]) -> Tensor:
         if len(x) != 3:
             raise ValueError(here() + f"ZoomCat takes [large, medium, small], got {len(x)} maps")
         large, medium, small = x
         size = medium.shape[-2:]
-        if large.shape[-2] == 2 * size[0] and large.shape[-1] == 2 * size[1]:
+        if not self.use_reference_path and large.shape[-2] == 2 * size[0] and large.shape[-1] == 2 * size[1]:
             a, b = large[..., 0::2, 0::2], large[..., 0::2, 1::2]
             c, d = large[..., 1::2, 0::2], large[..., 1::2, 1::2]
             large = torch.maximum(torch.maximum(a, b), torch.maximum(c, d)) + (a + b + c + d) * 0.25
