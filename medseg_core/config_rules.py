@@ -284,6 +284,10 @@ RULES: Dict[str, Rule] = {
     "SOLVER.END_LR_FACTOR": number(0, 1),
     "SOLVER.WARMUP_MOMENTUM": number(hi=1, hi_open=True),
     "SOLVER.ACCUMULATE_STEPS": _POS_INT,
+    "SOLVER.BUDGET.MINUTES": _NONNEG,
+    "SOLVER.BUDGET.CLOCK": one_of("wall", "cpu"),
+    "SOLVER.BUDGET.REPLAN_PERIOD": _POS_INT,
+    "SOLVER.BUDGET.CHECKPOINT_MINUTES": _NONNEG,
     # --- test ---
     "TEST.EVAL_PERIOD": _NONNEG_INT,
     "TEST.DETECTIONS_PER_IMAGE": _POS_INT,
@@ -295,6 +299,7 @@ RULES: Dict[str, Rule] = {
     "TEST.ULTRALYTICS.MASK_RATIO": _POS_INT,
     "TEST.ULTRALYTICS.OVERLAP_MASK": boolean(),
     "TEST.COMPLEXITY_INPUT_SHAPE": sequence(_POS_INT, min_len=3, max_len=4),
+    "TEST.CURVE.POINTS": Rule(lambda v: _is_int(v) and (v == 0 or v >= 2), "0 (off) or an integer >= 2"),
 }
 
 
