@@ -66,9 +66,9 @@ def test_volume_plan_from_config(repo_root, tmp_path):
     med = np.array(stats["median_shape"])  # spacing 1, 1, 1.5 = its own median: no resampling
     assert plan.target_spacing == (1.0, 1.0, 1.5)
     assert plan.crop_size == tuple(int(math.ceil(m / 16) * 16) for m in med)  # LightMedSeg: stride 16
-    bad = load_test_cfg(os.path.join(repo_root, INSTANT), "INPUT.VOLUME.CROP_SIZE", "(16, 0, 16)")
+    # a half-planned patch is refused when the config is read, before any planning
     with pytest.raises(ConfigError, match="CROP_SIZE"):
-        volume_plan(bad)
+        volume_plan(load_test_cfg(os.path.join(repo_root, INSTANT), "INPUT.VOLUME.CROP_SIZE", "(16, 0, 16)"))
 
 
 # ------------------------------------------------------------------------ resampling and cache
