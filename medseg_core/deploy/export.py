@@ -149,7 +149,7 @@ def _match(r, g, min_iou: float = 0.5) -> List[Tuple[int, int]]:
         row = iou[i].clone()
         row[used] = -1
         best = float(row.max())
-        if best < min_iou:
+        if not best >= min_iou:  # also NaN: zero-area boxes (0 / 0 IoU) match nothing
             continue
         near = (row >= best - 1e-3).nonzero()[:, 0]
         j = int(near[(g.scores[near] - r.scores[i]).abs().argmin()])
