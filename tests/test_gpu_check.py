@@ -69,3 +69,26 @@ def test_cpu_dry_run_of_the_ddp_section_passes_and_reports(tmp_path):
     assert row["iters"] == 8 and row["sync_bn_layers"] > 0
     assert (work / "ddp_nccl" / "model_final.pth").is_file()
     assert "All checks passed" in (out / "gpu_check.md").read_text()
+
+
+def test_network_of_a_model_without_complexity_forward_is_its_deploy_network(tmp_path):
+    """precision / fps time Detectron2's Mask R-CNN (no ``complexity_forward``) through the deploy
+    interface: the exported network on raw pixels, one output per deploy output name."""
+    from detectron2.modeling import build_model
+
+    from medseg_core.deploy import DeployNetwork
+    from medseg_core.projects import load_projects
+
+    load_projects()
+    spec = importlib.util.spec_from_file_location("gpu_check_tool", TOOL)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.DEVICE = "cpu"
+    cfg = tool._cfg(tool.FAMILIES["Mask R-CNN"][0], output_dir=str(tmp_path))
+    model = build_model(cfg).eval()
+    assert not hasattr(model, "complexity_forward")
+    net, x = tool._network_and_input(cfg, model, (3, 64, 64))
+    assert isinstance(net, DeployNetwork) and x.shape == (1, 3, 64, 64) and 0 <= x.min() and x.max() <= 255
+    with torch.no_grad():
+        out = net(x)
+    assert len(out) == len(net.model.deploy_output_names()) and all(torch.isfinite(o).all() for o in out)

@@ -248,6 +248,19 @@ def _network_input(cfg, model, size: Sequence[int]):
     return x
 
 
+def _network_and_input(cfg, model, size: Sequence[int]):
+    """The network alone and an input for it: ``complexity_forward`` on a normalised input where
+    the model has it, else the deploy interface's ``DeployNetwork`` (normalisation + network, as
+    exported) on raw 0..255 pixels (Detectron2's Mask R-CNN, through its adapter)."""
+    import torch
+
+    if callable(getattr(model, "complexity_forward", None)):
+        return model.complexity_forward, _network_input(cfg, model, size)
+    from medseg_core.deploy import DeployNetwork, as_deployable
+
+    return DeployNetwork(as_deployable(model, cfg)).eval(), torch.rand(1, *size, device=DEVICE) * 255
+
+
 def _image_640():
     """A smoke validation frame resized to 640 x 640, as a mapped input dict (uint8 CHW)."""
     import cv2
@@ -324,18 +337,18 @@ def section_precision(ctx: Dict[str, Any], budget: float) -> Dict[str, Any]:
     for fam, (cfg, model, _) in ctx["trained"].items():
         row: Dict[str, Any] = {"family": fam}
         try:
-            net, _ = prepare_for_inference(model, fuse=False)
-            x = _network_input(cfg, net, tuple(cfg.TEST.COMPLEXITY_INPUT_SHAPE))
+            shape = tuple(cfg.TEST.COMPLEXITY_INPUT_SHAPE)
+            net, x = _network_and_input(cfg, prepare_for_inference(model, fuse=False)[0], shape)
             with torch.no_grad():
-                ref = net.complexity_forward(x)
+                ref = net(x)
                 for name, dtype in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
                     if name == "fp16" and not _cuda():
                         continue
                     with torch.autocast(DEVICE, dtype=dtype):
-                        row[name] = _rel_diff(ref, net.complexity_forward(x))
+                        row[name] = _rel_diff(ref, net(x))
                 fused, was_fused = prepare_for_inference(model, fuse=True)
                 if was_fused:
-                    row["fused"] = _rel_diff(ref, fused.complexity_forward(x))
+                    row["fused"] = _rel_diff(ref, _network_and_input(cfg, fused, shape)[0](x))
             for key in ("fp16", "bf16", "fused"):
                 if key in row and not row[key] <= TOLERANCE[key]:
                     failures.append(f"{fam}: {key} differs from FP32 by {row[key]:.3g} (> {TOLERANCE[key]:g})")
@@ -344,7 +357,8 @@ def section_precision(ctx: Dict[str, Any], budget: float) -> Dict[str, Any]:
             failures.append(f"{fam}: {row['error']}")
         rows.append(row)
     return {"rows": rows, "failures": failures,
-            "note": "max |out - FP32| / max |FP32| over the network outputs (complexity_forward) at the config's "
+            "note": "max |out - FP32| / max |FP32| over the network outputs (complexity_forward, else the deploy "
+                    "network) at the config's "
                     f"complexity input shape; tolerances {TOLERANCE['fp16']:g} (fp16), {TOLERANCE['bf16']:g} (bf16), "
                     f"{TOLERANCE['fused']:g} (fused FP32)."}
 
@@ -352,6 +366,7 @@ def section_precision(ctx: Dict[str, Any], budget: float) -> Dict[str, Any]:
 def section_fps(ctx: Dict[str, Any], budget: float) -> Dict[str, Any]:
     import torch
 
+    from medseg_core.deploy import as_deployable
     from medseg_core.profiling import profile_model
 
     rows, failures = [], []
@@ -362,15 +377,18 @@ def section_fps(ctx: Dict[str, Any], budget: float) -> Dict[str, Any]:
         if time.monotonic() > end:
             rows.append({"family": fam, "skipped": "time budget"})
             continue
-        _, model, _ = ctx["trained"][fam]
+        cfg, model, _ = ctx["trained"][fam]
         row: Dict[str, Any] = {"family": fam}
         warmup, runs = (10, 30) if _cuda() else (1, 20)
         try:
+            # the network alone through the deploy interface where the model has no complexity_forward
+            network = model if callable(getattr(model, "complexity_forward", None)) else as_deployable(model, cfg)
             for mode in ("network", "model"):
                 for precision in ("fp32", LOW):
                     if time.monotonic() > end:
                         break
-                    r = profile_model(model, image, warmup=warmup, runs=runs, precision=precision, mode=mode)
+                    r = profile_model(network if mode == "network" else model, image, warmup=warmup, runs=runs,
+                                      precision=precision, mode=mode)
                     row[f"{'net' if mode == 'network' else 'e2e'}_{precision}_fps"] = r.fps
             with torch.no_grad():
                 out = model.eval()([{k: (v.to(DEVICE) if k == "image" else v) for k, v in image.items()}])[0]
@@ -436,31 +454,31 @@ def section_ddp_nccl(ctx: Dict[str, Any], budget: float) -> Dict[str, Any]:
                     "rank-0 checkpoint."}
 
 
-def export_round_trip(model, example, out_dir: str) -> Dict[str, float]:
-    """Export the fused network of ``model`` on the GPU and compare each export with PyTorch.
-
-    The one place that calls the toolkit's exporter (``tools/export.py`` today); point it at the
-    deployment package once that replaces the tool."""
+def export_round_trip(model, cfg, example, out_dir: str) -> Dict[str, float]:
+    """Export the fused network of ``model`` on the GPU through ``medseg_core.deploy`` (its
+    ``DeployNetwork``: normalisation + network) and compare each export with PyTorch."""
     import torch
 
-    spec = importlib.util.spec_from_file_location("medseg_export_tool", os.path.join(REPO, "tools", "export.py"))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    net = tool.ExportableNetwork(model).eval()
-    tool.make_export_friendly(net)
+    from medseg_core.deploy import DeployNetwork, as_deployable
+    from medseg_core.deploy.export import export_onnx, export_torchscript, make_export_friendly
+    from medseg_core.deploy.runtimes import OnnxRuntime
+
+    deployable = as_deployable(model, cfg)
+    net = DeployNetwork(deployable).eval()
+    make_export_friendly(net)
     with torch.no_grad():
         ref = list(net(example))
-    names = [f"output{i}" for i in range(len(ref))]
     out: Dict[str, float] = {}
-    ts_path = tool.export_torchscript(net, example, os.path.join(out_dir, "model.ts"))
+    ts_path = export_torchscript(net, example, os.path.join(out_dir, "model.ts"))
     ts = torch.jit.load(ts_path, map_location=example.device)
     with torch.no_grad():
         out["torchscript"] = _rel_diff(ref, ts(example))
-    onnx_path = tool.export_onnx(net, example, os.path.join(out_dir, "model.onnx"), names, dynamic=False)
+    onnx_path = export_onnx(net, example, os.path.join(out_dir, "model.onnx"), deployable.deploy_output_names(),
+                            dynamic=False)
     import onnxruntime as ort
 
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-    out["onnx"] = _rel_diff(ref, tool.OnnxNetwork(onnx_path, providers=providers)(example))
+    out["onnx"] = _rel_diff(ref, OnnxRuntime(onnx_path, providers=providers)(example))
     out["onnx_provider"] = providers[0]  # type: ignore[assignment]
     return out
 
@@ -481,7 +499,7 @@ def section_export(ctx: Dict[str, Any], budget: float) -> Dict[str, Any]:
     row: Dict[str, Any] = {"model": "LMSF-A (fused)", "input": "1x3x640x640"}
     failures = []
     try:
-        row.update(export_round_trip(fused, example, out_dir))
+        row.update(export_round_trip(fused, cfg, example, out_dir))
         for key in ("torchscript", "onnx"):
             if not row[key] <= TOLERANCE[key]:
                 failures.append(f"{key} differs from PyTorch by {row[key]:.3g} (> {TOLERANCE[key]:g})")
