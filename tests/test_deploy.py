@@ -27,6 +27,8 @@ FAMILIES = [  # (instant config, real data set): one per 2D meta-architecture
     ("lgmsnet_instant_test.yaml", "kvasir_seg_val"),
     ("mask_rcnn_R50_FPN_scratch_bn_instant_test.yaml", "endoscapes_seg50_val"),
     ("mask2former_R50_instant_test.yaml", "endoscapes_seg50_val"),
+    ("yolact_R50_FPN_instant_test.yaml", "endoscapes_seg50_val"),
+    ("solov2_R50_FPN_instant_test.yaml", "endoscapes_seg50_val"),
 ]
 
 

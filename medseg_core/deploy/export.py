@@ -142,14 +142,19 @@ def _match(r, g, min_iou: float = 0.5) -> List[Tuple[int, int]]:
 
     if not len(r) or not len(g):
         return []
-    iou = box_iou(r.pred_boxes.tensor.float(), g.pred_boxes.tensor.float())
+    rb, gb = r.pred_boxes.tensor.float(), g.pred_boxes.tensor.float()
+    iou = box_iou(rb, gb)
+    # zero-area boxes (an untrained or INT8 model clips some to a line) have IoU 0 / 0 = NaN: the
+    # same box (within 0.01 px) is the same detection, any other matches nothing
+    same = (rb[:, None, :] - gb[None, :, :]).abs().amax(-1) <= 0.01
+    iou = torch.where(torch.isnan(iou), same.float(), iou)  # no NaN left: it would poison row.max()
     iou[r.pred_classes[:, None] != g.pred_classes[None, :]] = -1
     pairs, used = [], torch.zeros(len(g), dtype=torch.bool)
     for i in torch.argsort(r.scores, descending=True).tolist():
         row = iou[i].clone()
         row[used] = -1
         best = float(row.max())
-        if not best >= min_iou:  # also NaN: zero-area boxes (0 / 0 IoU) match nothing
+        if best < min_iou:
             continue
         near = (row >= best - 1e-3).nonzero()[:, 0]
         j = int(near[(g.scores[near] - r.scores[i]).abs().argmin()])

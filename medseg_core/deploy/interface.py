@@ -128,6 +128,20 @@ class PreprocessContract:
         if self.size_divisibility < 1:
             raise ValueError(f"PreprocessContract: size_divisibility = {self.size_divisibility}; must be >= 1")
 
+    @classmethod
+    def detectron2_test_mapper(cls, input_format: str, test_resize: Tuple[int, int], size_divisibility: int,
+                               pixel_mean: Sequence[float], pixel_std: Sequence[float]) -> "PreprocessContract":
+        """The contract of Detectron2's default test mapper: ``ResizeShortestEdge(MIN_SIZE_TEST,
+        MAX_SIZE_TEST)`` (no resize when MIN_SIZE_TEST is 0), then the normalised image padded with
+        0 -- raw ``pixel_mean`` -- to ``size_divisibility``."""
+        mean = tuple(float(v) for v in pixel_mean)
+        short, longest = int(test_resize[0]), int(test_resize[1])
+        return cls(
+            input_format=input_format, resize="shortest_edge" if short > 0 else "none",
+            resize_size=(short, longest) if short > 0 else (), size_divisibility=max(1, int(size_divisibility or 1)),
+            pad_value=mean, pixel_mean=mean, pixel_std=tuple(float(v) for v in pixel_std),
+        )
+
     @property
     def channels(self) -> int:
         return len(self.pixel_mean)

@@ -46,11 +46,10 @@ class DeployableRCNN(nn.Module):
         self.feature_stride = int(shapes[self.feature_names[0]].stride)
 
     def deploy_contract(self) -> PreprocessContract:
-        mean = tuple(self.model.pixel_mean.flatten().tolist())
-        return PreprocessContract(
-            input_format=self.model.input_format, resize="shortest_edge", resize_size=self.test_resize,
-            size_divisibility=max(1, int(self.model.backbone.size_divisibility or 1)), pad_value=mean,
-            pixel_mean=mean, pixel_std=tuple(self.model.pixel_std.flatten().tolist()),
+        m = self.model
+        return PreprocessContract.detectron2_test_mapper(
+            m.input_format, self.test_resize, m.backbone.size_divisibility, m.pixel_mean.flatten().tolist(),
+            m.pixel_std.flatten().tolist(),
         )
 
     def deploy_output_names(self) -> List[str]:

@@ -54,8 +54,8 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import BitMasks, Boxes, ImageList, Instances, PolygonMasks
 from detectron2.structures.masks import polygons_to_bitmask
 
-from medseg_core.deploy import PreprocessContract
 from medseg_core.errors import ConfigError
+from medseg_core.modeling.normalized_input import NormalizedInputModel, normalized_input_config
 
 __all__ = ["HFMask2Former", "build_hf_mask2former_config"]
 
@@ -155,7 +155,7 @@ def _gt_masks_tensor(instances: Instances, height: int, width: int) -> torch.Ten
 
 
 @META_ARCH_REGISTRY.register()
-class HFMask2Former(nn.Module):
+class HFMask2Former(NormalizedInputModel, nn.Module):
     """Mask2Former instance segmentation (transformers implementation); see the module doc."""
 
     @configurable
@@ -174,35 +174,20 @@ class HFMask2Former(nn.Module):
         super().__init__()
         self.hf = _build_hf_model(hf_config)
         self.num_classes = int(hf_config.num_labels)
-        self.size_divisibility = int(size_divisibility)
         self.test_topk_per_image = int(test_topk_per_image)
         self.deep_supervision = bool(deep_supervision)
-        self.input_format = input_format
-        self.test_resize = (int(test_resize[0]), int(test_resize[1]))  # the test mapper's shortest edge, max size
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.init_input(pixel_mean, pixel_std, size_divisibility, input_format, test_resize)
 
     @classmethod
     def from_config(cls, cfg) -> Dict:
         m = cfg.MODEL.MASK2FORMER
         return {
             "hf_config": build_hf_mask2former_config(cfg),
-            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
-            "pixel_std": cfg.MODEL.PIXEL_STD,
+            **normalized_input_config(cfg),
             "size_divisibility": m.SIZE_DIVISIBILITY,
             "test_topk_per_image": m.TEST_TOPK_PER_IMAGE,
             "deep_supervision": m.DEEP_SUPERVISION,
-            "input_format": cfg.INPUT.FORMAT,
-            "test_resize": (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST),
         }
-
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
-    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(images, self.size_divisibility)
 
     def complexity_forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """The network alone on a normalised image batch (for parameter/FLOP counting)."""
@@ -210,14 +195,6 @@ class HFMask2Former(nn.Module):
         return out.class_queries_logits, out.masks_queries_logits
 
     # ------------------------------------------------------------------ deploy interface
-    def deploy_contract(self) -> PreprocessContract:
-        mean = tuple(self.pixel_mean.flatten().tolist())
-        return PreprocessContract(
-            input_format=self.input_format, resize="shortest_edge", resize_size=self.test_resize,
-            size_divisibility=max(1, self.size_divisibility), pad_value=mean, pixel_mean=mean,
-            pixel_std=tuple(self.pixel_std.flatten().tolist()),
-        )
-
     def deploy_output_names(self) -> List[str]:
         return ["class_logits", "mask_logits"]
 

@@ -21,7 +21,9 @@ Detectron2 meta-architecture, written from the paper.
 
 Deploy split: :meth:`SOLOv2.network` (normalised padded images -> per-level category logits,
 per-level kernels, mask feature), :meth:`SOLOv2.postprocess` (-> ``[{"instances": Instances}]``
-at the original sizes) and :meth:`SOLOv2.complexity_forward` (the network only).
+at the original sizes) and :meth:`SOLOv2.complexity_forward` (the network only); with
+:class:`~medseg_core.modeling.normalized_input.SplitInferenceDeploy` they are the deploy interface
+(export, runtimes, benchmark, demo).
 """
 from __future__ import annotations
 
@@ -35,9 +37,10 @@ import medseg_core  # noqa: F401  (compatibility shim before detectron2)
 
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
-from detectron2.structures import BitMasks, ImageList, Instances
+from detectron2.structures import BitMasks, Instances
 
 from medseg_core.errors import ConfigError
+from medseg_core.modeling.normalized_input import SplitInferenceDeploy, normalized_input_config
 
 from .instance_masks import gt_mask_tensor, resample_to_original
 from .matrix_nms import matrix_nms
@@ -54,7 +57,7 @@ def _cells_last(x: Tensor) -> Tensor:
 
 
 @META_ARCH_REGISTRY.register()
-class SOLOv2(nn.Module):
+class SOLOv2(SplitInferenceDeploy, nn.Module):
     """SOLOv2 instance segmentation; see the module docstring."""
 
     @configurable
@@ -80,6 +83,8 @@ class SOLOv2(nn.Module):
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         size_divisibility: int = 32,
+        input_format: str = "BGR",
+        test_resize: Tuple[int, int] = (800, 1333),
         score_thresh: float = 0.1,
         mask_thresh: float = 0.5,
         pre_nms_topk: int = 500,
@@ -115,9 +120,8 @@ class SOLOv2(nn.Module):
         )
         self.mask_head = SOLOv2MaskFeatureHead(cin, len(mask_in_features), mask_feature_channels, mask_dim, norm)
         self.criterion = criterion
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        self.size_divisibility = max(int(size_divisibility), getattr(backbone, "size_divisibility", 0) or 0)
+        self.init_input(pixel_mean, pixel_std, max(int(size_divisibility), getattr(backbone, "size_divisibility", 0) or 0),
+                        input_format, test_resize)
         self.score_thresh, self.mask_thresh = float(score_thresh), float(mask_thresh)
         self.pre_nms_topk, self.detections_per_image = int(pre_nms_topk), int(detections_per_image)
         self.nms_kernel, self.nms_sigma, self.update_thresh = nms_kernel, float(nms_sigma), float(update_thresh)
@@ -136,22 +140,12 @@ class SOLOv2(nn.Module):
             prior_prob=s.PRIOR_PROB,
             criterion=SOLOv2Loss(s.NUM_CLASSES, s.KERNEL_SIZE, s.FOCAL_ALPHA, s.FOCAL_GAMMA,
                                  s.LOSS_CATE_WEIGHT, s.LOSS_MASK_WEIGHT),
-            pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD,
-            size_divisibility=s.SIZE_DIVISIBILITY, score_thresh=s.SCORE_THRESH_TEST, mask_thresh=s.MASK_THRESH,
+            **normalized_input_config(cfg), size_divisibility=s.SIZE_DIVISIBILITY, score_thresh=s.SCORE_THRESH_TEST, mask_thresh=s.MASK_THRESH,
             pre_nms_topk=s.PRE_NMS_TOPK, nms_kernel=s.MATRIX_NMS_KERNEL, nms_sigma=s.MATRIX_NMS_SIGMA,
             update_thresh=s.UPDATE_THRESH, detections_per_image=s.DETECTIONS_PER_IMAGE,
         )
 
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
     # ------------------------------------------------------------------ network
-    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        """Normalise, then zero-pad to a multiple of ``size_divisibility``."""
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(images, self.size_divisibility)
-
     def network(self, images: Tensor) -> Tuple[Tensor, ...]:
         """Normalised (B, 3, H, W) -> (cate_l..., kernel_l..., mask feature) raw outputs."""
         feats = self.backbone(images)
@@ -161,6 +155,10 @@ class SOLOv2(nn.Module):
     def complexity_forward(self, images: Tensor) -> Tuple[Tensor, ...]:
         """The network alone (for parameter/FLOP counting)."""
         return self.network(images)
+
+    def deploy_output_names(self) -> List[str]:
+        """The order of :meth:`network`: per level category logits and kernels; the mask feature."""
+        return [f"{kind}_{f}" for kind in ("cate", "kernel") for f in self.in_features] + ["mask_feature"]
 
     def _split(self, raw: Sequence[Tensor]):
         levels = (len(raw) - 1) // 2

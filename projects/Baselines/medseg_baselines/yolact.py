@@ -22,7 +22,9 @@ meta-architecture, written from the paper.
 Deploy split: :meth:`YOLACT.network` (normalised padded images -> flat tuple of tensors:
 per-level class logits, box deltas, coefficients, then the prototypes), :meth:`YOLACT.postprocess`
 (that tuple -> ``[{"instances": Instances}]`` at the original sizes), and
-:meth:`YOLACT.complexity_forward` (the network only, for parameter/FLOP counting).
+:meth:`YOLACT.complexity_forward` (the network only, for parameter/FLOP counting); with
+:class:`~medseg_core.modeling.normalized_input.SplitInferenceDeploy` they are the deploy interface
+(export, runtimes, benchmark, demo).
 """
 from __future__ import annotations
 
@@ -37,9 +39,10 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.anchor_generator import build_anchor_generator
 from detectron2.modeling.box_regression import Box2BoxTransform
-from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.structures import Boxes, Instances
 
 from medseg_core.errors import ConfigError
+from medseg_core.modeling.normalized_input import SplitInferenceDeploy, normalized_input_config
 
 from .fast_nms import fast_nms
 from .instance_masks import crop_to_boxes, gt_mask_tensor, resample_to_original
@@ -56,7 +59,7 @@ def _flatten(x: Tensor, per_anchor: int) -> Tensor:
 
 
 @META_ARCH_REGISTRY.register()
-class YOLACT(nn.Module):
+class YOLACT(SplitInferenceDeploy, nn.Module):
     """YOLACT instance segmentation; see the module docstring."""
 
     @configurable
@@ -76,6 +79,8 @@ class YOLACT(nn.Module):
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
         size_divisibility: int = 32,
+        input_format: str = "BGR",
+        test_resize: Tuple[int, int] = (800, 1333),
         score_thresh: float = 0.05,
         nms_thresh: float = 0.5,
         topk_per_class: int = 200,
@@ -98,9 +103,8 @@ class YOLACT(nn.Module):
         self.head = YOLACTPredictionHead(channels.pop(), head_channels, num_anchors[0], num_classes, num_prototypes)
         self.sem_head = SemanticSegHead(shapes[proto_in_feature].channels, num_classes)
         self.criterion, self.box2box = criterion, box2box
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        self.size_divisibility = max(int(size_divisibility), getattr(backbone, "size_divisibility", 0) or 0)
+        self.init_input(pixel_mean, pixel_std, max(int(size_divisibility), getattr(backbone, "size_divisibility", 0) or 0),
+                        input_format, test_resize)
         self.score_thresh, self.nms_thresh = float(score_thresh), float(nms_thresh)
         self.topk_per_class, self.detections_per_image = int(topk_per_class), int(detections_per_image)
         self.mask_thresh = float(mask_thresh)
@@ -124,22 +128,12 @@ class YOLACT(nn.Module):
                 y.LOSS_CLS_WEIGHT, y.LOSS_BOX_WEIGHT, y.LOSS_MASK_WEIGHT, y.LOSS_SEM_WEIGHT, y.MASKS_TO_TRAIN,
             ),
             box2box=Box2BoxTransform(weights=tuple(y.BBOX_REG_WEIGHTS)),
-            pixel_mean=cfg.MODEL.PIXEL_MEAN, pixel_std=cfg.MODEL.PIXEL_STD,
-            size_divisibility=y.SIZE_DIVISIBILITY, score_thresh=y.SCORE_THRESH_TEST,
+            **normalized_input_config(cfg), size_divisibility=y.SIZE_DIVISIBILITY, score_thresh=y.SCORE_THRESH_TEST,
             nms_thresh=y.NMS_THRESH_TEST, topk_per_class=y.TOPK_PER_CLASS,
             detections_per_image=y.DETECTIONS_PER_IMAGE, mask_thresh=y.MASK_THRESH,
         )
 
-    @property
-    def device(self) -> torch.device:
-        return self.pixel_mean.device
-
     # ------------------------------------------------------------------ network
-    def preprocess_image(self, batched_inputs: List[Dict]) -> ImageList:
-        """Normalise, then zero-pad to a multiple of ``size_divisibility``."""
-        images = [(x["image"].to(self.device) - self.pixel_mean) / self.pixel_std for x in batched_inputs]
-        return ImageList.from_tensors(images, self.size_divisibility)
-
     def _heads(self, feats: Dict[str, Tensor]) -> Tuple[Tensor, ...]:
         cls, box, coef = self.head([feats[f] for f in self.in_features])
         return (*cls, *box, *coef, self.protonet(feats[self.proto_in_feature]))
@@ -151,6 +145,10 @@ class YOLACT(nn.Module):
     def complexity_forward(self, images: Tensor) -> Tuple[Tensor, ...]:
         """The network alone (for parameter/FLOP counting)."""
         return self.network(images)
+
+    def deploy_output_names(self) -> List[str]:
+        """The order of :meth:`network`: per level class logits, box deltas, coefficients; prototypes."""
+        return [f"{kind}_{f}" for kind in ("cls", "box", "coef") for f in self.in_features] + ["prototypes"]
 
     def forward(self, batched_inputs: List[Dict]):
         images = self.preprocess_image(batched_inputs)
