@@ -25,7 +25,7 @@ from detectron2.modeling import BACKBONE_REGISTRY, SEM_SEG_HEADS_REGISTRY
 
 from .head import UShapeSemSegHead
 from .ushape_backbone import UShapeBackbone
-from .layers import FusionConv, StemConv, UpConv, conv_cls, make_norm, maxpool
+from .layers import FusionConv, StemConv, UpConv, conv_cls, decode_with_skips, encode_with_pools, make_norm, maxpool
 
 __all__ = ["CMUNeXtBlock", "CMUNeXtStage", "CMUNeXtEncoder", "CMUNeXtDecoder", "CMUNeXtBackbone", "CMUNeXtHead"]
 
@@ -67,12 +67,7 @@ class CMUNeXtEncoder(nn.Module):
         self.stages = nn.ModuleList(CMUNeXtStage(ins[i], d[i], depths[i], kernels[i]) for i in range(5))
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        x = self.stem(x)
-        out = {}
-        for i, (name, stage) in enumerate(zip(FEATURES, self.stages)):
-            x = stage(x if i == 0 else self.pool(x))
-            out[name] = x
-        return out
+        return encode_with_pools(self.stem(x), self.stages, self.pool, FEATURES)
 
 
 class CMUNeXtDecoder(nn.Module):
@@ -83,10 +78,7 @@ class CMUNeXtDecoder(nn.Module):
         self.fusions = nn.ModuleList(FusionConv(2 * d[i], d[i]) for i in (3, 2, 1, 0))
 
     def forward(self, feats: Dict[str, torch.Tensor]) -> torch.Tensor:
-        x = feats["res5"]
-        for up, fuse, skip in zip(self.ups, self.fusions, ("res4", "res3", "res2", "res1")):
-            x = fuse(torch.cat((feats[skip], up(x)), dim=1))
-        return x
+        return decode_with_skips(feats, self.ups, self.fusions)
 
 
 @BACKBONE_REGISTRY.register()

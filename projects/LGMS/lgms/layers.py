@@ -13,7 +13,7 @@ groups).
 """
 from __future__ import annotations
 
-from typing import Type
+from typing import Dict, Sequence, Type
 
 import torch
 from torch import nn
@@ -27,6 +27,8 @@ __all__ = [
     "StemConv",
     "UpConv",
     "FusionConv",
+    "encode_with_pools",
+    "decode_with_skips",
 ]
 
 
@@ -140,3 +142,26 @@ class FusionConv(nn.Sequential):
             nn.GELU(),
             make_norm(norm, cout, nd),
         )
+
+
+def encode_with_pools(
+    x: torch.Tensor, stages: Sequence[nn.Module], pool: nn.Module,
+    names: Sequence[str] = ("res1", "res2", "res3", "res4", "res5"),
+) -> Dict[str, torch.Tensor]:
+    """U-Net encoding: ``res1 = stage_1(x)``, then ``res_i = stage_i(pool(res_{i-1}))``."""
+    out = {}
+    for i, (name, stage) in enumerate(zip(names, stages)):
+        x = stage(x if i == 0 else pool(x))
+        out[name] = x
+    return out
+
+
+def decode_with_skips(
+    feats: Dict[str, torch.Tensor], ups: Sequence[nn.Module], merges: Sequence[nn.Module],
+    skips: Sequence[str] = ("res4", "res3", "res2", "res1"),
+) -> torch.Tensor:
+    """U-Net decoding from ``res5``, deepest level first: ``x = merge_i(cat(skip_i, up_i(x)))``."""
+    x = feats["res5"]
+    for up, merge, skip in zip(ups, merges, skips):
+        x = merge(torch.cat((feats[skip], up(x)), dim=1))
+    return x

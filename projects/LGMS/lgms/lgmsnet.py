@@ -31,6 +31,7 @@ authors' LGMSNet-3D (``MKtinyvit4_CT3D``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, Sequence
 
 import torch
@@ -40,7 +41,7 @@ from .gms import GMSBlock
 from .layers import ConvNormAct, FusionConv, StemConv, UpConv, maxpool
 from .lms import LMSBlock
 
-__all__ = ["LGMSNetEncoder", "LGMSNetDecoder", "LGMSNet", "SIZE_DIVISIBILITY", "FEATURE_NAMES"]
+__all__ = ["GMSOptions", "LGMSNetEncoder", "LGMSNetDecoder", "LGMSNet", "SIZE_DIVISIBILITY", "FEATURE_NAMES"]
 
 SIZE_DIVISIBILITY = 32
 FEATURE_NAMES = ("res1", "res2", "res3", "res4", "res5")
@@ -48,11 +49,23 @@ DEFAULT_DIMS = (16, 32, 64, 128, 128)
 DEFAULT_SPLITS = ((96, 32), (96, 32), (96, 32), (48, 16))
 
 
-def _gms(cin, cout, split, mlp_ratio, heads, dim_head, depth, patch, nd, norm, branch_norm):
-    return GMSBlock(
-        cin, cout, split, mlp_dim=int(cout * mlp_ratio), heads=heads, dim_head=dim_head,
-        depth=depth, patch=patch, nd=nd, norm=norm, branch_norm=branch_norm,
-    )
+@dataclass(frozen=True)
+class GMSOptions:
+    """What every GMS block of one network shares (``MODEL.LGMS.GMS_*``); a block's MLP width is
+    ``mlp_ratio`` x its output width."""
+
+    heads: int = 4
+    dim_head: int = 8
+    depth: int = 1
+    mlp_ratio: float = 2.0
+    patch: int = 2
+    branch_norm: str = "BN"
+
+    def block(self, cin: int, cout: int, split: Sequence[int], nd: int, norm: str) -> GMSBlock:
+        return GMSBlock(
+            cin, cout, split, mlp_dim=int(cout * self.mlp_ratio), heads=self.heads, dim_head=self.dim_head,
+            depth=self.depth, patch=self.patch, nd=nd, norm=norm, branch_norm=self.branch_norm,
+        )
 
 
 class LGMSNetEncoder(nn.Module):
@@ -66,14 +79,9 @@ class LGMSNetEncoder(nn.Module):
         depths: Sequence[int] = (1, 1, 1),
         lms_kernels: Sequence[int] = (3, 5, 7, 9),
         lms_variant: str = "code",
-        gms_heads: int = 4,
-        gms_dim_head: int = 8,
-        gms_depth: int = 1,
-        gms_mlp_ratio: float = 2.0,
-        gms_patch: int = 2,
+        gms: GMSOptions = GMSOptions(),
         nd: int = 2,
         norm: str = "BN",
-        gms_branch_norm: str = "BN",
     ):
         super().__init__()
         if len(dims) != 5 or len(splits) != 4 or len(depths) < 3:
@@ -89,12 +97,8 @@ class LGMSNetEncoder(nn.Module):
         self.encoder1 = nn.Sequential(*[lms(d[0]) for _ in range(depths[0])], ConvNormAct(d[0], d[0], 1, nd, norm))
         self.encoder2 = nn.Sequential(*[lms(d[0]) for _ in range(depths[1])], ConvNormAct(d[0], d[1], 1, nd, norm))
         self.encoder3 = nn.Sequential(*[lms(d[1]) for _ in range(depths[2])], ConvNormAct(d[1], d[2], 1, nd, norm))
-        g = dict(
-            mlp_ratio=gms_mlp_ratio, heads=gms_heads, dim_head=gms_dim_head, depth=gms_depth,
-            patch=gms_patch, nd=nd, norm=norm, branch_norm=gms_branch_norm,
-        )
-        self.encoder4 = _gms(d[2], d[3], splits[0], **g)
-        self.encoder5 = _gms(d[3], d[4], splits[1], **g)
+        self.encoder4 = gms.block(d[2], d[3], splits[0], nd, norm)
+        self.encoder5 = gms.block(d[3], d[4], splits[1], nd, norm)
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         x1 = self.encoder1(self.stem(x))
@@ -112,25 +116,16 @@ class LGMSNetDecoder(nn.Module):
         self,
         dims: Sequence[int] = DEFAULT_DIMS,
         splits: Sequence[Sequence[int]] = DEFAULT_SPLITS,
-        gms_heads: int = 4,
-        gms_dim_head: int = 8,
-        gms_depth: int = 1,
-        gms_mlp_ratio: float = 2.0,
-        gms_patch: int = 2,
+        gms: GMSOptions = GMSOptions(),
         nd: int = 2,
         norm: str = "BN",
-        gms_branch_norm: str = "BN",
     ):
         super().__init__()
         d = [int(v) for v in dims]
-        g = dict(
-            mlp_ratio=gms_mlp_ratio, heads=gms_heads, dim_head=gms_dim_head, depth=gms_depth,
-            patch=gms_patch, nd=nd, norm=norm, branch_norm=gms_branch_norm,
-        )
         self.up5 = UpConv(d[4], d[3], nd, norm)
-        self.up_conv5 = _gms(2 * d[3], d[3], splits[2], **g)
+        self.up_conv5 = gms.block(2 * d[3], d[3], splits[2], nd, norm)
         self.up4 = UpConv(d[3], d[2], nd, norm)
-        self.up_conv4 = nn.Sequential(FusionConv(2 * d[2], d[2], nd, norm), _gms(d[2], d[2], splits[3], **g))
+        self.up_conv4 = nn.Sequential(FusionConv(2 * d[2], d[2], nd, norm), gms.block(d[2], d[2], splits[3], nd, norm))
         self.up3 = UpConv(d[2], d[1], nd, norm)
         self.up_conv3 = FusionConv(2 * d[1], d[1], nd, norm)
         self.up2 = UpConv(d[1], d[0], nd, norm)

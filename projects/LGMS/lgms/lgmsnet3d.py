@@ -23,7 +23,7 @@ pipeline where it matters (AdamW 1e-3, DiceCE with squared predictions, overlap 
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict
 
 import torch
 
@@ -34,7 +34,8 @@ from detectron2.config import configurable
 from medseg_core.modeling.volumetric import VOLUME_NETWORK_REGISTRY
 
 from .gms import explicit_attention
-from .lgmsnet import DEFAULT_DIMS, DEFAULT_SPLITS, LGMSNet
+from .lgmsnet import GMSOptions, LGMSNet
+from .lgmsnet_d2 import lgms_kwargs
 
 __all__ = ["LGMSNet3D"]
 
@@ -48,30 +49,12 @@ class LGMSNet3D(LGMSNet):
     """
 
     @configurable
-    def __init__(
-        self,
-        in_channels: int = 1,
-        num_classes: int = 3,
-        dims: Sequence[int] = DEFAULT_DIMS,
-        splits: Sequence[Sequence[int]] = DEFAULT_SPLITS,
-        depths: Sequence[int] = (1, 1, 1),
-        lms_kernels: Sequence[int] = (3, 5, 7, 9),
-        lms_variant: str = "code",
-        gms_heads: int = 4,
-        gms_dim_head: int = 8,
-        gms_depth: int = 1,
-        gms_mlp_ratio: float = 2.0,
-        gms_patch: int = 2,
-        norm: str = "IN",
-        gms_branch_norm: str = "BN",
-    ):
-        super().__init__(
-            in_channels, num_classes, nd=3, norm=norm, dims=dims, splits=splits, depths=depths,
-            lms_kernels=lms_kernels, lms_variant=lms_variant, gms_heads=gms_heads, gms_dim_head=gms_dim_head,
-            gms_depth=gms_depth, gms_mlp_ratio=gms_mlp_ratio, gms_patch=gms_patch, gms_branch_norm=gms_branch_norm,
-        )
+    def __init__(self, in_channels: int = 1, num_classes: int = 3, norm: str = "IN", **kwargs):
+        """``kwargs``: the block options of :class:`~lgms.lgmsnet.LGMSNetEncoder` (``dims``,
+        ``splits``, ``depths``, ``lms_kernels``, ``lms_variant``, ``gms``: :class:`GMSOptions`)."""
+        super().__init__(in_channels, num_classes, nd=3, norm=norm, **kwargs)
         # four 2x poolings, then a patch x patch x patch unfold
-        self.size_divisibility = 16 * int(gms_patch)
+        self.size_divisibility = 16 * int(kwargs.get("gms", GMSOptions()).patch)
 
     @staticmethod
     def size_divisibility_from_config(cfg) -> int:
@@ -80,13 +63,9 @@ class LGMSNet3D(LGMSNet):
 
     @classmethod
     def from_config(cls, cfg) -> Dict:
-        c = cfg.MODEL.LGMS
         return dict(
+            lgms_kwargs(cfg, encoder=True), norm=cfg.MODEL.LGMS.NORM_3D,
             in_channels=cfg.MODEL.VOLUMETRIC.IN_CHANNELS, num_classes=cfg.MODEL.VOLUMETRIC.NUM_CLASSES,
-            dims=list(c.DIMS), splits=[list(s) for s in c.GMS_SPLITS], depths=list(c.DEPTHS),
-            lms_kernels=list(c.LMS_KERNELS), lms_variant=c.LMS_VARIANT, gms_heads=c.GMS_HEADS,
-            gms_dim_head=c.GMS_DIM_HEAD, gms_depth=c.GMS_DEPTH, gms_mlp_ratio=c.GMS_MLP_RATIO,
-            gms_patch=c.GMS_PATCH, norm=c.NORM_3D, gms_branch_norm=c.GMS_BRANCH_NORM,
         )
 
     def complexity_forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,19 +18,23 @@ from detectron2.modeling import BACKBONE_REGISTRY, SEM_SEG_HEADS_REGISTRY
 
 from .head import UShapeSemSegHead
 from .ushape_backbone import UShapeBackbone
-from .lgmsnet import FEATURE_NAMES, SIZE_DIVISIBILITY, LGMSNetDecoder, LGMSNetEncoder
+from .lgmsnet import FEATURE_NAMES, SIZE_DIVISIBILITY, GMSOptions, LGMSNetDecoder, LGMSNetEncoder
 
 __all__ = ["LGMSNetBackbone", "LGMSNetHead", "lgms_kwargs"]
 
 
-def lgms_kwargs(cfg) -> Dict:
-    """Block options shared by the encoder and the decoder, from ``MODEL.LGMS``."""
+def lgms_kwargs(cfg, encoder: bool = False) -> Dict:
+    """Block options shared by the encoder and the decoder, from ``MODEL.LGMS``; with ``encoder``
+    also the encoder-only LMS options."""
     c = cfg.MODEL.LGMS
-    return dict(
-        dims=list(c.DIMS), splits=[list(s) for s in c.GMS_SPLITS], gms_heads=c.GMS_HEADS,
-        gms_dim_head=c.GMS_DIM_HEAD, gms_depth=c.GMS_DEPTH, gms_mlp_ratio=c.GMS_MLP_RATIO,
-        gms_patch=c.GMS_PATCH, norm=c.NORM, gms_branch_norm=c.GMS_BRANCH_NORM,
+    gms = GMSOptions(
+        heads=c.GMS_HEADS, dim_head=c.GMS_DIM_HEAD, depth=c.GMS_DEPTH, mlp_ratio=c.GMS_MLP_RATIO,
+        patch=c.GMS_PATCH, branch_norm=c.GMS_BRANCH_NORM,
     )
+    kw = dict(dims=list(c.DIMS), splits=[list(s) for s in c.GMS_SPLITS], gms=gms, norm=c.NORM)
+    if encoder:
+        kw.update(depths=list(c.DEPTHS), lms_kernels=list(c.LMS_KERNELS), lms_variant=c.LMS_VARIANT)
+    return kw
 
 
 @BACKBONE_REGISTRY.register()
@@ -38,13 +42,9 @@ class LGMSNetBackbone(UShapeBackbone):
     """LGMSNet encoder (stem, LMS x3, GMS x2) with Detectron2's backbone interface."""
 
     def __init__(self, cfg, input_shape: ShapeSpec):
-        c = cfg.MODEL.LGMS
-        encoder = LGMSNetEncoder(
-            in_channels=input_shape.channels, depths=list(c.DEPTHS), lms_kernels=list(c.LMS_KERNELS),
-            lms_variant=c.LMS_VARIANT, nd=2, **lgms_kwargs(cfg),
-        )
+        encoder = LGMSNetEncoder(in_channels=input_shape.channels, nd=2, **lgms_kwargs(cfg, encoder=True))
         # 2x2 unfold at stride 16 -> multiples of 32 (or more with a larger patch)
-        size_divisibility = max(SIZE_DIVISIBILITY, 16 * int(c.GMS_PATCH))
+        size_divisibility = max(SIZE_DIVISIBILITY, 16 * int(cfg.MODEL.LGMS.GMS_PATCH))
         super().__init__(encoder, encoder.dims, size_divisibility)
 
 

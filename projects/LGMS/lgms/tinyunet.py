@@ -30,7 +30,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, SEM_SEG_HEADS_REGISTRY
 
 from .head import UShapeSemSegHead
-from .ushape_backbone import UShapeBackbone
+from .ushape_backbone import UShapeBackbone, config_widths
 from .layers import maxpool
 
 __all__ = ["CMRF", "TinyUNetEncoder", "TinyUNetDecoder", "TinyUNetBackbone", "TinyUNetHead"]
@@ -114,9 +114,7 @@ class TinyUNetBackbone(UShapeBackbone):
     """TinyU-Net encoder: skips ``res1..res4`` (64..512 channels) and the stride-16 ``res5``."""
 
     def __init__(self, cfg, input_shape: ShapeSpec):
-        dims = list(cfg.MODEL.TINYUNET.DIMS)
-        if len(dims) != 4:
-            raise ValueError(f"MODEL.TINYUNET.DIMS needs 4 widths, got {dims}")
+        dims = config_widths(cfg, "TINYUNET", 4)
         encoder = TinyUNetEncoder(input_shape.channels, dims)
         super().__init__(encoder, dims + [dims[-1]], 16)
 

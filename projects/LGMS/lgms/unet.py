@@ -20,8 +20,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, SEM_SEG_HEADS_REGISTRY
 
 from .head import UShapeSemSegHead
-from .ushape_backbone import UShapeBackbone
-from .layers import StemConv, UpConv, maxpool
+from .ushape_backbone import UShapeBackbone, config_widths
+from .layers import StemConv, UpConv, decode_with_skips, encode_with_pools, maxpool
 
 __all__ = ["DoubleConv", "UNetEncoder", "UNetDecoder", "UNetBackbone", "UNetHead"]
 
@@ -43,11 +43,7 @@ class UNetEncoder(nn.Module):
         self.blocks = nn.ModuleList(DoubleConv(chans[i], chans[i + 1]) for i in range(5))
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        out = {}
-        for i, (name, block) in enumerate(zip(FEATURES, self.blocks)):
-            x = block(x if i == 0 else self.pool(x))
-            out[name] = x
-        return out
+        return encode_with_pools(x, self.blocks, self.pool, FEATURES)
 
 
 class UNetDecoder(nn.Module):
@@ -58,10 +54,7 @@ class UNetDecoder(nn.Module):
         self.convs = nn.ModuleList(DoubleConv(2 * d[i], d[i]) for i in (3, 2, 1, 0))
 
     def forward(self, feats: Dict[str, torch.Tensor]) -> torch.Tensor:
-        x = feats["res5"]
-        for up, conv, skip in zip(self.ups, self.convs, ("res4", "res3", "res2", "res1")):
-            x = conv(torch.cat((feats[skip], up(x)), dim=1))
-        return x
+        return decode_with_skips(feats, self.ups, self.convs)
 
 
 @BACKBONE_REGISTRY.register()
@@ -69,9 +62,7 @@ class UNetBackbone(UShapeBackbone):
     """U-Net encoder: ``res1..res5`` at strides 1..16 with ``MODEL.UNET.DIMS`` channels."""
 
     def __init__(self, cfg, input_shape: ShapeSpec):
-        dims = list(cfg.MODEL.UNET.DIMS)
-        if len(dims) != 5:
-            raise ValueError(f"MODEL.UNET.DIMS needs 5 widths, got {dims}")
+        dims = config_widths(cfg, "UNET", 5)
         encoder = UNetEncoder(input_shape.channels, dims)
         super().__init__(encoder, dims, 16)
 

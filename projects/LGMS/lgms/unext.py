@@ -34,6 +34,7 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone, SEM_SEG_HEADS_REGISTRY
 
 from .head import UShapeSemSegHead
+from .ushape_backbone import config_widths
 
 __all__ = ["ShiftedMLP", "ShiftedMLPBlock", "OverlapPatchEmbed", "UNeXtEncoder", "UNeXtDecoder",
            "UNeXtBackbone", "UNeXtHead"]
@@ -175,9 +176,7 @@ class UNeXtBackbone(Backbone):
 
     def __init__(self, cfg, input_shape: ShapeSpec):
         super().__init__()
-        dims = list(cfg.MODEL.UNEXT.DIMS)
-        if len(dims) != 5:
-            raise ValueError(f"MODEL.UNEXT.DIMS needs 5 widths, got {dims}")
+        dims = config_widths(cfg, "UNEXT", 5)
         self.encoder = UNeXtEncoder(input_shape.channels, dims)
         self._out_features = list(FEATURES)
         self._out_feature_channels = dict(zip(FEATURES, dims))

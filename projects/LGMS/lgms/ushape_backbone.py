@@ -5,7 +5,7 @@ LGMSNet, U-Net, CMUNeXt and TinyU-Net encoders all return ``res1..res5`` at stri
 """
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 from torch import nn
@@ -14,10 +14,18 @@ from medseg_core import compat  # noqa: F401
 
 from detectron2.modeling import Backbone
 
-__all__ = ["FEATURES", "STRIDES", "UShapeBackbone"]
+__all__ = ["FEATURES", "STRIDES", "UShapeBackbone", "config_widths"]
 
 FEATURES = ("res1", "res2", "res3", "res4", "res5")
 STRIDES = (1, 2, 4, 8, 16)
+
+
+def config_widths(cfg, node: str, count: int) -> List[int]:
+    """``cfg.MODEL.<node>.DIMS`` as a list, refused unless it has ``count`` widths."""
+    dims = list(cfg.MODEL[node].DIMS)
+    if len(dims) != count:
+        raise ValueError(f"MODEL.{node}.DIMS needs {count} widths, got {dims}")
+    return dims
 
 
 class UShapeBackbone(Backbone):

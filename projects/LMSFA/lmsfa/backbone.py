@@ -31,7 +31,7 @@ from .modules.factory import build_csp_block
 from .modules.sppf import SPPF
 from medseg_core.errors import ConfigError, here
 
-__all__ = ["CSPDarknet", "scale_width", "scale_depth", "ATTENTION_STAGE_NAMES"]
+__all__ = ["DarknetBase", "CSPDarknet", "scale_width", "scale_depth", "ATTENTION_STAGE_NAMES"]
 
 ATTENTION_STAGE_NAMES = (
     "backbone_s4", "backbone_s8", "backbone_s16", "backbone_s32",
@@ -59,7 +59,28 @@ def check_attention_stages(stages: Sequence[str]) -> None:
         )
 
 
-class CSPDarknet(Backbone):
+class DarknetBase(Backbone):
+    """stem -> ``stages`` (a ModuleDict, one output per stage) -> SPPF, the bottom-up path common
+    to the YOLOv8 and YOLO11 backbones. Subclasses build ``stem``, ``stages``, ``sppf`` and the
+    ``_out_feature_*`` maps."""
+
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:
+        out = {}
+        x = self.stem(x)
+        for name, stage in self.stages.items():
+            x = stage(x)
+            out[name] = x
+        out["sppf"] = self.sppf(x)
+        return out
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        return {
+            n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
+            for n in self._out_features
+        }
+
+
+class CSPDarknet(DarknetBase):
     """Bottom-up net returning {"s4", "s8", "s16", "s32", "sppf"}."""
 
     def __init__(self, in_channels: int = 3, width: float = 0.25, depth: float = 0.33,
@@ -85,18 +106,3 @@ class CSPDarknet(Backbone):
         self._out_feature_channels["sppf"] = w[4]
         self._out_feature_strides = {"s4": 4, "s8": 8, "s16": 16, "s32": 32, "sppf": 32}
         yolo_bn_defaults(self)
-
-    def forward(self, x: Tensor) -> Dict[str, Tensor]:
-        out = {}
-        x = self.stem(x)
-        for name, stage in self.stages.items():
-            x = stage(x)
-            out[name] = x
-        out["sppf"] = self.sppf(x)
-        return out
-
-    def output_shape(self) -> Dict[str, ShapeSpec]:
-        return {
-            n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
-            for n in self._out_features
-        }

@@ -21,11 +21,9 @@ from __future__ import annotations
 from typing import Dict
 
 import medseg_core  # noqa: F401  (NumPy-2 / Pillow shim before detectron2)
-from detectron2.layers import ShapeSpec
-from detectron2.modeling import Backbone
 from torch import Tensor, nn
 
-from .backbone import scale_depth, scale_width
+from .backbone import DarknetBase, scale_depth, scale_width
 from .modules.c2psa import C2PSA
 from .modules.c3k2 import C3k2
 from .modules.conv import ConvBNAct, yolo_bn_defaults
@@ -47,7 +45,7 @@ def c3k_forced(width: float) -> bool:
     return width >= 1.0
 
 
-class YOLO11Darknet(Backbone):
+class YOLO11Darknet(DarknetBase):
     """Bottom-up net returning {"s4", "s8", "s16", "s32", "sppf", "psa"}."""
 
     def __init__(self, in_channels: int = 3, width: float = 0.25, depth: float = 0.50,
@@ -73,17 +71,6 @@ class YOLO11Darknet(Backbone):
         yolo_bn_defaults(self)
 
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
-        out = {}
-        x = self.stem(x)
-        for name, stage in self.stages.items():
-            x = stage(x)
-            out[name] = x
-        out["sppf"] = self.sppf(x)
+        out = super().forward(x)
         out["psa"] = self.psa(out["sppf"])
         return out
-
-    def output_shape(self) -> Dict[str, ShapeSpec]:
-        return {
-            n: ShapeSpec(channels=self._out_feature_channels[n], stride=self._out_feature_strides[n])
-            for n in self._out_features
-        }

@@ -42,6 +42,7 @@ from .modules.ssff import Add, ScaleSequenceFusion
 from .modules.tfe import ZoomCat
 from medseg_core.errors import ConfigError, here
 from .neck_yolo11 import YOLO11PAN
+from .pan import PANTopology
 
 __all__ = ["YOLOv8PAN", "ASFNeck", "LMSFABackbone", "build_lmsfa_backbone", "NECK_NAMES", "ARCH_NAMES"]
 
@@ -63,8 +64,10 @@ class _NeckBase(nn.Module):
         return build_csp_block(block, c1, c2, self._n, False, att, ema_factor)
 
 
-class YOLOv8PAN(_NeckBase):
+class YOLOv8PAN(PANTopology, _NeckBase):
     """YOLOv8 FPN+PAN neck on {s8, s16, sppf} -> (P3, P4, P5)."""
+
+    top_feature = "sppf"
 
     def __init__(self, in_channels: Dict[str, int], width: float = 0.25, depth: float = 0.33,
                  max_channels: int = 1024, block: str = "C2f", attention: str = "none",
@@ -80,14 +83,6 @@ class YOLOv8PAN(_NeckBase):
         self.down_p4 = ConvBNAct(ch(512), ch(512), 3, 2)
         self.bu_p5 = self._block("p5", ch(512) + c32, ch(1024))
         self.out_channels = [ch(256), ch(512), ch(1024)]
-
-    def forward(self, f: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-        p5_in = f["sppf"]
-        t4 = self.td_p4(torch.cat([self.up(p5_in), f["s16"]], 1))
-        p3 = self.td_p3(torch.cat([self.up(t4), f["s8"]], 1))
-        p4 = self.bu_p4(torch.cat([self.down_p3(p3), t4], 1))
-        p5 = self.bu_p5(torch.cat([self.down_p4(p4), p5_in], 1))
-        return p3, p4, p5
 
 
 class ASFNeck(_NeckBase):

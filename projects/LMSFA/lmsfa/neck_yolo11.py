@@ -11,21 +11,23 @@ SPPF output that YOLOv8's neck takes.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from .backbone import scale_depth, scale_width
 from .backbone_yolo11 import c3k_forced
 from .modules.c3k2 import C3k2
 from .modules.conv import ConvBNAct
+from .pan import PANTopology
 
 __all__ = ["YOLO11PAN"]
 
 
-class YOLO11PAN(nn.Module):
+class YOLO11PAN(PANTopology, nn.Module):
     """{s8, s16, psa} -> (P3, P4, P5) at strides 8 / 16 / 32."""
+
+    top_feature = "psa"
 
     def __init__(self, in_channels: Dict[str, int], width: float = 0.25, depth: float = 0.50,
                  max_channels: int = 1024) -> None:
@@ -41,11 +43,3 @@ class YOLO11PAN(nn.Module):
         self.down_p4 = ConvBNAct(ch(512), ch(512), 3, 2)
         self.bu_p5 = C3k2(ch(512) + c32, ch(1024), n, True)
         self.out_channels = [ch(256), ch(512), ch(1024)]
-
-    def forward(self, f: Dict[str, Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
-        p5_in = f["psa"]
-        t4 = self.td_p4(torch.cat([self.up(p5_in), f["s16"]], 1))
-        p3 = self.td_p3(torch.cat([self.up(t4), f["s8"]], 1))
-        p4 = self.bu_p4(torch.cat([self.down_p3(p3), t4], 1))
-        p5 = self.bu_p5(torch.cat([self.down_p4(p4), p5_in], 1))
-        return p3, p4, p5

@@ -43,6 +43,8 @@ from detectron2.data import get_detection_dataset_dicts
 from detectron2.structures import BitMasks, Boxes, BoxMode, Instances
 
 from medseg_core.data.mappers import DATASET_MAPPER_REGISTRY, read_image_checked
+# the deploy contract's "longest" rule is this mapper's test resize: one function for both
+from medseg_core.deploy.interface import resize_longest
 from medseg_core.errors import ConfigError, DatasetError, here
 
 __all__ = ["YOLOMapper", "decode_segmentation", "random_affine_matrix", "hsv_jitter", "resize_longest"]
@@ -70,18 +72,6 @@ def decode_segmentation(segm, height: int, width: int, file_name: str = "") -> n
             f"{file_name}: mask is {m.shape[0]}x{m.shape[1]} but the image is {height}x{width}"
         )
     return m.astype(np.uint8)
-
-
-def resize_longest(image: np.ndarray, size: int) -> Tuple[np.ndarray, float]:
-    """Resize so that the longest side is ``size`` (Ultralytics ``load_image``): area filter when
-    shrinking, bilinear when enlarging. Returns the image and the ratio."""
-    h, w = image.shape[:2]
-    r = size / max(h, w)
-    if r == 1:
-        return image, 1.0
-    nh, nw = max(1, round(h * r)), max(1, round(w * r))
-    interp = cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR
-    return cv2.resize(image, (nw, nh), interpolation=interp), r
 
 
 def _scale_matrix(r: float, tx: float = 0.0, ty: float = 0.0) -> np.ndarray:

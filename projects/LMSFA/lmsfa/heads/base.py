@@ -21,13 +21,13 @@ from detectron2.utils.registry import Registry
 from torch import Tensor, nn
 
 from ..dfl import DFL
-from ..modules.conv import make_divisible, yolo_bn_defaults
+from ..modules.conv import ConvBNAct, make_divisible, yolo_bn_defaults
 from ..modules.proto import Proto
 from medseg_core.errors import ConfigError, here
 
 __all__ = [
     "HeadOutputs", "LMSFA_HEAD_REGISTRY", "build_lmsfa_head", "SegmentHeadBase", "IN_FEATURES",
-    "head_args_from_cfg", "cls_bias_prior",
+    "head_args_from_cfg", "cls_bias_prior", "yolov8_branch_widths", "yolov8_branches",
 ]
 
 LMSFA_HEAD_REGISTRY = Registry("LMSFA_HEAD")
@@ -64,6 +64,14 @@ def yolov8_branch_widths(ch0: int, num_classes: int, reg_max: int, num_protos: i
     """Hidden widths of YOLOv8-seg's box, class and coefficient branches (ch0 = P3 width):
     c2 = max(16, ch0/4, 4*reg_max), c3 = max(ch0, min(nc, 100)), c4 = max(ch0/4, nm)."""
     return max(16, ch0 // 4, reg_max * 4), max(ch0, min(num_classes, 100)), max(ch0 // 4, num_protos)
+
+
+def yolov8_branches(in_channels: Sequence[int], hidden: int, out: int) -> nn.ModuleList:
+    """YOLOv8-seg's branch for every level i: CBS 3x3 (ch_i -> hidden) -> CBS 3x3 -> Conv 1x1 -> out."""
+    return nn.ModuleList(
+        nn.Sequential(ConvBNAct(x, hidden, 3), ConvBNAct(hidden, hidden, 3), nn.Conv2d(hidden, out, 1))
+        for x in in_channels
+    )
 
 
 def head_args_from_cfg(cfg, input_shape: Dict[str, ShapeSpec]) -> dict:
@@ -165,7 +173,7 @@ def build_lmsfa_head(cfg, input_shape: Dict[str, ShapeSpec]) -> nn.Module:
 
 
 class UnsharedBoxClsHead(SegmentHeadBase):
-    """A head with per-level box / class branches ``cv2[i]`` / ``cv3[i]`` (YOLOv8 Segment, LADH):
+    """A head with per-level box / class branches ``cv2[i]`` / ``cv3[i]`` (YOLOv8 and YOLO11 Segment, LADH):
     their shared forward and YOLOv8 bias initialisation (box 1.0, class prior per stride)."""
 
     def box_cls(self, i: int, x: Tensor) -> Tuple[Tensor, Tensor]:

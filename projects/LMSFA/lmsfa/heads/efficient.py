@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..modules.conv import ConvBNAct
-from .base import LMSFA_HEAD_REGISTRY, SegmentHeadBase, cls_bias_prior
+from .base import LMSFA_HEAD_REGISTRY, SegmentHeadBase, cls_bias_prior, yolov8_branches
 
 __all__ = ["EfficientHead"]
 
@@ -27,10 +27,7 @@ class EfficientHead(SegmentHeadBase):
         self.stem = nn.ModuleList(nn.Sequential(ConvBNAct(x, x, 3), ConvBNAct(x, x, 3)) for x in in_channels)
         self.cv2 = nn.ModuleList(nn.Conv2d(x, 4 * reg_max, 1) for x in in_channels)
         self.cv3 = nn.ModuleList(nn.Conv2d(x, num_classes, 1) for x in in_channels)
-        self.cv4 = nn.ModuleList(
-            nn.Sequential(ConvBNAct(x, c4, 3), ConvBNAct(c4, c4, 3), nn.Conv2d(c4, num_protos, 1))
-            for x in in_channels
-        )
+        self.cv4 = yolov8_branches(in_channels, c4, num_protos)
         self.finish_init()
 
     def box_cls(self, i: int, x: Tensor) -> Tuple[Tensor, Tensor]:

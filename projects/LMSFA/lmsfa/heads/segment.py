@@ -12,10 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from torch import nn
-
-from ..modules.conv import ConvBNAct
-from .base import LMSFA_HEAD_REGISTRY, UnsharedBoxClsHead, yolov8_branch_widths
+from .base import LMSFA_HEAD_REGISTRY, UnsharedBoxClsHead, yolov8_branch_widths, yolov8_branches
 
 __all__ = ["Segment"]
 
@@ -26,16 +23,7 @@ class Segment(UnsharedBoxClsHead):
                  reg_max: int = 16, num_protos: int = 32, proto_channels: int = 64) -> None:
         super().__init__(in_channels, strides, num_classes, reg_max, num_protos, proto_channels)
         c2, c3, c4 = yolov8_branch_widths(in_channels[0], num_classes, reg_max, num_protos)
-        self.cv2 = nn.ModuleList(
-            nn.Sequential(ConvBNAct(x, c2, 3), ConvBNAct(c2, c2, 3), nn.Conv2d(c2, 4 * reg_max, 1))
-            for x in in_channels
-        )
-        self.cv3 = nn.ModuleList(
-            nn.Sequential(ConvBNAct(x, c3, 3), ConvBNAct(c3, c3, 3), nn.Conv2d(c3, num_classes, 1))
-            for x in in_channels
-        )
-        self.cv4 = nn.ModuleList(
-            nn.Sequential(ConvBNAct(x, c4, 3), ConvBNAct(c4, c4, 3), nn.Conv2d(c4, num_protos, 1))
-            for x in in_channels
-        )
+        self.cv2 = yolov8_branches(in_channels, c2, 4 * reg_max)
+        self.cv3 = yolov8_branches(in_channels, c3, num_classes)
+        self.cv4 = yolov8_branches(in_channels, c4, num_protos)
         self.finish_init()

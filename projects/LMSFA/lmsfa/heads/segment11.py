@@ -10,30 +10,23 @@ Selected with ``MODEL.LMSFA.HEAD: "YOLO11Segment"``.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Sequence
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..modules.conv import ConvBNAct, DWConv
-from .base import LMSFA_HEAD_REGISTRY, SegmentHeadBase, cls_bias_prior
+from .base import LMSFA_HEAD_REGISTRY, UnsharedBoxClsHead, yolov8_branch_widths, yolov8_branches
 
 __all__ = ["YOLO11Segment"]
 
 
 @LMSFA_HEAD_REGISTRY.register()
-class YOLO11Segment(SegmentHeadBase):
+class YOLO11Segment(UnsharedBoxClsHead):
     def __init__(self, in_channels: Sequence[int], strides: Sequence[int], num_classes: int,
                  reg_max: int = 16, num_protos: int = 32, proto_channels: int = 64) -> None:
         super().__init__(in_channels, strides, num_classes, reg_max, num_protos, proto_channels)
-        ch0 = in_channels[0]
-        c2 = max(16, ch0 // 4, reg_max * 4)
-        c3 = max(ch0, min(num_classes, 100))
-        c4 = max(ch0 // 4, num_protos)
-        self.cv2 = nn.ModuleList(
-            nn.Sequential(ConvBNAct(x, c2, 3), ConvBNAct(c2, c2, 3), nn.Conv2d(c2, 4 * reg_max, 1))
-            for x in in_channels
-        )
+        c2, c3, c4 = yolov8_branch_widths(in_channels[0], num_classes, reg_max, num_protos)
+        self.cv2 = yolov8_branches(in_channels, c2, 4 * reg_max)
         self.cv3 = nn.ModuleList(
             nn.Sequential(
                 nn.Sequential(DWConv(x, x, 3), ConvBNAct(x, c3, 1)),
@@ -42,17 +35,5 @@ class YOLO11Segment(SegmentHeadBase):
             )
             for x in in_channels
         )
-        self.cv4 = nn.ModuleList(
-            nn.Sequential(ConvBNAct(x, c4, 3), ConvBNAct(c4, c4, 3), nn.Conv2d(c4, num_protos, 1))
-            for x in in_channels
-        )
+        self.cv4 = yolov8_branches(in_channels, c4, num_protos)
         self.finish_init()
-
-    def box_cls(self, i: int, x: Tensor) -> Tuple[Tensor, Tensor]:
-        return self.cv2[i](x), self.cv3[i](x)
-
-    @torch.no_grad()
-    def bias_init(self) -> None:
-        for a, b, s in zip(self.cv2, self.cv3, self.strides):
-            a[-1].bias.fill_(1.0)
-            b[-1].bias.fill_(cls_bias_prior(self.nc, s))

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from medseg_core.errors import ConfigError, here
 
 __all__ = [
-    "autopad", "make_divisible", "fold_bn", "yolo_bn_defaults",
+    "autopad", "make_divisible", "fold_bn", "fold_own_bn", "yolo_bn_defaults",
     "ConvBNAct", "ConvGNAct", "DWConv", "DSConv", "Scale",
 ]
 
@@ -74,6 +74,14 @@ def fold_bn(conv: nn.Module, bn: nn.Module) -> None:
         conv.bias.copy_(new_bias)
 
 
+@torch.no_grad()
+def fold_own_bn(module: nn.Module, conv: nn.Module) -> None:
+    """Fold ``module.bn`` into ``conv`` and replace it by ``nn.Identity`` (a no-op once folded)."""
+    if isinstance(module.bn, (nn.BatchNorm2d, nn.BatchNorm3d)):
+        fold_bn(conv, module.bn)
+        module.bn = nn.Identity()
+
+
 def _act(act: Union[bool, nn.Module]) -> nn.Module:
     if act is True:
         return nn.SiLU(inplace=True)
@@ -100,11 +108,8 @@ class ConvBNAct(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.act(self.bn(self.conv(x)))
 
-    @torch.no_grad()
     def switch_to_deploy(self) -> None:
-        if isinstance(self.bn, nn.BatchNorm2d):
-            fold_bn(self.conv, self.bn)
-            self.bn = nn.Identity()
+        fold_own_bn(self, self.conv)
 
 
 class ConvGNAct(nn.Module):

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .conv import fold_bn
+from .conv import fold_bn, fold_own_bn
 
 __all__ = ["Conv2dBN", "RepVGGDW", "RepViTBlock"]
 
@@ -45,11 +45,8 @@ class Conv2dBN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.bn(self.c(x))
 
-    @torch.no_grad()
     def switch_to_deploy(self) -> None:
-        if isinstance(self.bn, nn.BatchNorm2d):
-            fold_bn(self.c, self.bn)
-            self.bn = nn.Identity()
+        fold_own_bn(self, self.c)
 
 
 class RepVGGDW(nn.Module):

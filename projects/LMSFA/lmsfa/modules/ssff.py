@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .conv import ConvBNAct, fold_bn
+from .conv import ConvBNAct, fold_own_bn
 
 __all__ = ["ScaleSequenceFusion", "Add"]
 
@@ -78,9 +78,7 @@ class ScaleSequenceFusion(nn.Module):
         for m in (self.conv0, self.conv1, self.conv2):
             if isinstance(m, ConvBNAct):
                 m.switch_to_deploy()
-        if isinstance(self.bn, nn.BatchNorm3d):
-            fold_bn(self.conv3d, self.bn)
-            self.bn = nn.Identity()
+        fold_own_bn(self, self.conv3d)
 
 
 class Add(nn.Module):
