@@ -52,6 +52,7 @@ import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROG = os.path.basename(__file__)  # names the tool in its error messages, wherever it lives
 QS = os.path.join(REPO, "configs", "quick_schedules")
 
 # family -> instant config; the instance models are also timed at 640
@@ -98,10 +99,10 @@ def get_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     if not 0.5 <= args.budget_minutes <= 60:
-        raise SystemExit(f"tools/gpu_check.py: --budget-minutes must be within 0.5 .. 60, got {args.budget_minutes:g}")
+        raise SystemExit(f"{PROG}: --budget-minutes must be within 0.5 .. 60, got {args.budget_minutes:g}")
     out = os.path.abspath(args.output)
     if os.path.exists(out) and not os.path.isdir(out):
-        raise SystemExit(f"tools/gpu_check.py: --output {out} exists and is not a folder")
+        raise SystemExit(f"{PROG}: --output {out} exists and is not a folder")
 
 
 # ------------------------------------------------------------------------------- report
