@@ -22,6 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from .complexity import model_complexity
+from .config import config_value
 from .projects import REGISTRY_KEYS
 
 __all__ = ["build_card", "card_markdown"]
@@ -32,19 +33,10 @@ def _command(tool: str, config_file: str, args: Sequence[str] = (), opts: Sequen
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _lookup(cfg, key: str) -> Any:
-    node = cfg
-    for part in key.split("."):
-        if part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _architecture(cfg, model: torch.nn.Module) -> Dict[str, Any]:
     selected = []
     for key, _, _ in REGISTRY_KEYS:
-        value = _lookup(cfg, key)
+        value = config_value(cfg, key)
         if value not in (None, "", [], ()):
             selected.append((key, ", ".join(value) if isinstance(value, (list, tuple)) else str(value)))
     parts = [(name, type(m).__name__, sum(p.numel() for p in m.parameters()))

@@ -6,10 +6,13 @@ by the shared trainer's step loop.
 """
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
+import sys
 import tempfile
+from types import ModuleType
 from typing import Dict, List, Optional
 
 import torch
@@ -21,7 +24,17 @@ from detectron2.utils.events import EventStorage
 
 from .config import load_config
 
-__all__ = ["load_test_cfg", "train_steps", "inference_outputs", "shared_data_or_skip", "train_recorded"]
+__all__ = ["load_test_cfg", "load_script", "train_steps", "inference_outputs", "shared_data_or_skip", "train_recorded"]
+
+
+def load_script(path: str, name: str) -> ModuleType:
+    """Import a command-line script (``tools/*.py``, ``demo/*.py``: not a package module) as the
+    module ``name``; it is entered in ``sys.modules`` because dataclasses look their module up."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_test_cfg(config_file: Optional[str], *opts, output_dir: Optional[str] = None):

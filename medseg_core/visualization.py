@@ -248,22 +248,12 @@ def draw_dataset_ground_truth(image_rgb: np.ndarray, dataset_dict: dict, metadat
     if "annotations" in dataset_dict:
         return draw_ground_truth(image_rgb, dataset_dict, metadata)
     if "sem_seg_file_name" in dataset_dict:
-        from .data.mappers import read_label_mask
+        from .data.mappers import read_record_mask
 
         names = list(metadata.get("stuff_classes", None) or [])
         ignore = dataset_dict.get("ignore_label", metadata.get("ignore_label", 255))
-        label = read_label_mask(
-            dataset_dict["sem_seg_file_name"],
-            num_classes=dataset_dict.get("num_classes", len(names) or 256),
-            ignore_label=ignore,
-            value_map=dataset_dict.get("mask_value_map"),
-            threshold=dataset_dict.get("mask_threshold"),
-        )
-        if label.shape != image_rgb.shape[:2]:
-            raise ValueError(
-                f"{dataset_dict['sem_seg_file_name']}: mask is {label.shape[0]}x{label.shape[1]} but the "
-                f"image {dataset_dict.get('file_name')} is {image_rgb.shape[0]}x{image_rgb.shape[1]}"
-            )
+        num_classes = dataset_dict.get("num_classes", len(names) or 256)
+        label = read_record_mask(dataset_dict, image_rgb.shape, num_classes, ignore)
         k = max(len(names), int(label[label != ignore].max(initial=0)) + 1)
         return draw_semantic(image_rgb, label, _stuff_names(metadata, k), ignore)
     raise ValueError(

@@ -34,3 +34,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def keep_torch_threads():
+    """Give the next tests their torch thread count back after a tool set its own."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)

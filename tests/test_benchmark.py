@@ -1,13 +1,12 @@
 """tools/benchmark.py prints and saves a row per (config, variant, mode) on tiny configs. No timing
 assertions: only structure, counts and the ratio bookkeeping."""
-import importlib.util
 import json
 import os
-import sys
 
 import pytest
 
 import medseg_core  # noqa: F401  (compat shim before detectron2)
+from medseg_core.testing import load_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LMSFA_CFG = os.path.join(REPO, "configs", "quick_schedules", "lmsfa_instant_test.yaml")
@@ -15,23 +14,13 @@ YOLO_CFG = os.path.join(REPO, "configs", "quick_schedules", "yolov8seg_instant_t
 TINY = ["--size", "64", "64", "--warmup", "1", "--runs", "20", "--threads", "1"]
 
 
+# the tool sets torch's thread count for the process
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
+
+
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("medseg_benchmark_tool", os.path.join(REPO, "tools", "benchmark.py"))
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    """The tool sets torch's thread count for the process; give the next tests theirs back."""
-    import torch
-
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+    return load_script(os.path.join(REPO, "tools", "benchmark.py"), "medseg_benchmark_tool")
 
 
 def _table_rows(text):

@@ -2,7 +2,6 @@
 against PyTorch on real images (raw outputs and post-processed detections/masks), a perturbed
 graph whose masks disagree fails the check, dynamic shapes, the adaptive-pool substitution and a
 semantic model. Small input sizes (tiny configs) keep it fast."""
-import importlib.util
 import json
 import os
 import shutil
@@ -14,26 +13,20 @@ import torch
 import medseg_core  # noqa: F401  (compat shim before detectron2)
 from detectron2.data import DatasetCatalog
 
-from medseg_core.testing import load_test_cfg
+from medseg_core.testing import load_script, load_test_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LMSFA_CFG = os.path.join(REPO, "configs", "quick_schedules", "lmsfa_instant_test.yaml")
 LGMS_CFG = os.path.join(REPO, "configs", "quick_schedules", "lgmsnet_instant_test.yaml")
 
 
+# the tool sets torch's thread count for the process
+pytestmark = pytest.mark.usefixtures("keep_torch_threads")
+
+
 @pytest.fixture(scope="module")
 def tool():
-    spec = importlib.util.spec_from_file_location("medseg_export_tool", os.path.join(REPO, "tools", "export.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(autouse=True)
-def keep_torch_threads():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
+    return load_script(os.path.join(REPO, "tools", "export.py"), "medseg_export_tool")
 
 
 @pytest.fixture(scope="module")

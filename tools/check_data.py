@@ -18,6 +18,8 @@ import time
 
 import medseg_core  # noqa: F401  (compatibility shim before detectron2)
 
+PROG = os.path.basename(__file__)  # names the tool in its error messages, wherever it lives
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,7 +59,7 @@ def main(argv=None) -> int:
 
     unknown = [n for n in args.datasets if n not in DatasetCatalog.list()]
     if unknown:
-        raise UsageError(f"tools/check_data.py: data sets {unknown} are not registered "
+        raise UsageError(f"{PROG}: data sets {unknown} are not registered "
                          f"(known: {', '.join(sorted(DatasetCatalog.list()))})")
     runs = []
     if args.cold:

@@ -52,6 +52,7 @@ import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROG = os.path.basename(__file__)  # names the tool in its error messages, wherever it lives
 QS = os.path.join(REPO, "configs", "quick_schedules")
 
 # family -> instant config; the instance models are also timed at 640
@@ -98,10 +99,10 @@ def get_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     if not 0.5 <= args.budget_minutes <= 60:
-        raise SystemExit(f"tools/gpu_check.py: --budget-minutes must be within 0.5 .. 60, got {args.budget_minutes:g}")
+        raise SystemExit(f"{PROG}: --budget-minutes must be within 0.5 .. 60, got {args.budget_minutes:g}")
     out = os.path.abspath(args.output)
     if os.path.exists(out) and not os.path.isdir(out):
-        raise SystemExit(f"tools/gpu_check.py: --output {out} exists and is not a folder")
+        raise SystemExit(f"{PROG}: --output {out} exists and is not a folder")
 
 
 # ------------------------------------------------------------------------------- report
@@ -223,6 +224,13 @@ def _main_metric(results: Dict[str, Any]) -> str:
     return ""
 
 
+def _record_failure(row: Dict[str, Any], failures: List[str], e: BaseException, family: str = "") -> None:
+    """Note an exception in the result row and the section's failures: one family failing must
+    not hide the others."""
+    row["error"] = f"{type(e).__name__}: {e}"[:300]
+    failures.append(f"{family}: {row['error']}" if family else row["error"])
+
+
 def _rel_diff(ref, got) -> float:
     import torch
 
@@ -317,8 +325,8 @@ def section_amp_train(ctx: Dict[str, Any], budget: float) -> Dict[str, Any]:
             trainer.checkpointer.save("model_final")
             ctx["trained"][fam] = (cfg, trainer.eval_model(), os.path.join(out_dir, "model_final.pth"))
         except Exception as e:  # noqa: BLE001 - one family failing must not hide the others
-            row.update(ok=False, error=f"{type(e).__name__}: {e}"[:300])
-            failures.append(f"{fam}: {type(e).__name__}: {e}"[:300])
+            row["ok"] = False
+            _record_failure(row, failures, e, fam)
             logger.error("amp_train %s failed:\n%s", fam, traceback.format_exc())
         row["seconds"] = time.monotonic() - t0
         rows.append(row)
@@ -353,8 +361,7 @@ def section_precision(ctx: Dict[str, Any], budget: float) -> Dict[str, Any]:
                 if key in row and not row[key] <= TOLERANCE[key]:
                     failures.append(f"{fam}: {key} differs from FP32 by {row[key]:.3g} (> {TOLERANCE[key]:g})")
         except Exception as e:  # noqa: BLE001
-            row["error"] = f"{type(e).__name__}: {e}"[:300]
-            failures.append(f"{fam}: {row['error']}")
+            _record_failure(row, failures, e, fam)
         rows.append(row)
     return {"rows": rows, "failures": failures,
             "note": "max |out - FP32| / max |FP32| over the network outputs (complexity_forward, else the deploy "
@@ -394,8 +401,7 @@ def section_fps(ctx: Dict[str, Any], budget: float) -> Dict[str, Any]:
                 out = model.eval()([{k: (v.to(DEVICE) if k == "image" else v) for k, v in image.items()}])[0]
             row["detections"] = len(out["instances"]) if "instances" in out else ""
         except Exception as e:  # noqa: BLE001
-            row["error"] = f"{type(e).__name__}: {e}"[:300]
-            failures.append(f"{fam}: {row['error']}")
+            _record_failure(row, failures, e, fam)
         rows.append(row)
     return {"rows": rows, "failures": failures,
             "note": "batch 1, 640 x 640, median of 30 CUDA-synchronised runs after 10 warm-ups; 'net' = network only "
@@ -504,8 +510,7 @@ def section_export(ctx: Dict[str, Any], budget: float) -> Dict[str, Any]:
             if not row[key] <= TOLERANCE[key]:
                 failures.append(f"{key} differs from PyTorch by {row[key]:.3g} (> {TOLERANCE[key]:g})")
     except Exception as e:  # noqa: BLE001
-        row["error"] = f"{type(e).__name__}: {e}"[:300]
-        failures.append(row["error"])
+        _record_failure(row, failures, e)
     return {"rows": [row], "failures": failures,
             "note": "max |export - PyTorch| / max |PyTorch| over the network outputs; TorchScript runs on the GPU, "
                     "ONNX in onnxruntime (the CUDA provider where installed)."}

@@ -11,7 +11,7 @@ Every mapper reads through :mod:`.image_io` (EXIF orientation applied to images 
 from __future__ import annotations
 
 import copy
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,7 +34,9 @@ callable that maps one Detectron2 dataset dict to the model's input dict.
 
 DEFAULT_MAPPER_BY_TYPE = {"coco": "instance", "sem_seg": "semantic", "volume": "volume"}
 
-__all__ = ["DATASET_MAPPER_REGISTRY", "build_dataset_mapper", "read_image_checked", "read_label_mask"]
+__all__ = [
+    "DATASET_MAPPER_REGISTRY", "build_dataset_mapper", "read_image_checked", "read_label_mask", "read_record_mask",
+]
 
 
 def read_image_checked(file_name: str, fmt: str, bit_depth: int = 16) -> np.ndarray:
@@ -63,6 +65,25 @@ def read_label_mask(
     out = raw.copy()
     out[(raw >= num_classes) & (raw != ignore_label)] = ignore_label
     return out
+
+
+def read_record_mask(record: Dict, image_shape: Sequence[int], num_classes: int, ignore_label: int) -> np.ndarray:
+    """The label mask of a semantic record (``sem_seg_file_name``, decoded with the record's
+    ``mask_value_map`` / ``mask_threshold``); a mask whose size differs from the image's
+    (``image_shape``, HxW first) is refused naming both files."""
+    mask = read_label_mask(
+        record["sem_seg_file_name"],
+        num_classes=num_classes,
+        ignore_label=ignore_label,
+        value_map=record.get("mask_value_map"),
+        threshold=record.get("mask_threshold"),
+    )
+    if mask.shape != tuple(image_shape[:2]):
+        raise DatasetError(
+            f"{record['sem_seg_file_name']}: mask is {mask.shape[0]}x{mask.shape[1]} but image "
+            f"{record.get('file_name')} is {image_shape[0]}x{image_shape[1]}"
+        )
+    return mask
 
 
 def resolve_mapper_name(cfg, dataset_name: Optional[str]) -> str:
@@ -223,18 +244,7 @@ class SemanticMapper:
         image = read_image_checked(d["file_name"], self.image_format, self.bit_depth)
         sem = None
         if "sem_seg_file_name" in d and self.is_train:
-            sem = read_label_mask(
-                d["sem_seg_file_name"],
-                num_classes=d.get("num_classes", 256),
-                ignore_label=d.get("ignore_label", 255),
-                value_map=d.get("mask_value_map"),
-                threshold=d.get("mask_threshold"),
-            )
-            if sem.shape != image.shape[:2]:
-                raise DatasetError(
-                    f"{d['sem_seg_file_name']}: mask is {sem.shape[0]}x{sem.shape[1]} but image "
-                    f"{d['file_name']} is {image.shape[0]}x{image.shape[1]}"
-                )
+            sem = read_record_mask(d, image.shape, d.get("num_classes", 256), d.get("ignore_label", 255))
         d.setdefault("height", image.shape[0])
         d.setdefault("width", image.shape[1])
         # uint8 masks resize through PIL (nearest); keep wider ids (> 255 classes) as they are

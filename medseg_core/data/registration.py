@@ -143,6 +143,42 @@ def _stem_map(folder: str, exts: Sequence[str]) -> Dict[str, str]:
     return out
 
 
+# How a missing file is named, per kind of data set: (what an image is, its name pattern when
+# missing, what its partner is, the plural for the summary line).
+_IMAGE_PAIRING = ("image", ".*", "mask", "images")
+_VOLUME_PAIRING = ("volume", ".nii.gz", "label volume", "volumes")
+
+
+def _pair_by_stem(
+    images: Dict[str, str],
+    partners: Dict[str, str],
+    ids: Optional[Sequence[str]],
+    image_dir: str,
+    partner_dir: str,
+    partner_key: str,
+    naming: Sequence[str],
+) -> List[Dict]:
+    """One record per id (default: every image stem) holding the image and its same-named partner
+    (mask or label volume) under ``partner_key``; every missing file of the split is reported at
+    once, and an empty result is refused."""
+    from .file_checks import raise_problems
+
+    item, missing_pattern, partner, plural = naming
+    ids = sorted(images) if ids is None else list(ids)
+    dicts, missing = [], []
+    for i in ids:
+        if i not in images:
+            missing.append(f"{os.path.join(image_dir, i)}{missing_pattern}: {item} listed in the split is missing")
+        elif i not in partners:
+            missing.append(f"{images[i]}: no {partner} with the same name in {partner_dir}")
+        else:
+            dicts.append({"file_name": images[i], partner_key: partners[i], "image_id": i})
+    raise_problems(missing, image_dir, len(ids), plural)
+    if not dicts:
+        raise DatasetError(f"{image_dir}: data set is empty (no {plural})")
+    return dicts
+
+
 def load_semantic_folder(
     image_dir: str,
     mask_dir: str,
@@ -160,22 +196,9 @@ def load_semantic_folder(
     info.update(mask_info or {})
     images = _stem_map(image_dir, IMAGE_EXTS)
     masks = _stem_map(mask_dir, IMAGE_EXTS)
-    if ids is None:
-        ids = sorted(images)
-    dicts = []
-    missing = []
-    for i in ids:
-        if i not in images:
-            missing.append(f"{os.path.join(image_dir, i)}.*: image listed in the split is missing")
-        elif i not in masks:
-            missing.append(f"{images[i]}: no mask with the same name in {mask_dir}")
-        else:
-            dicts.append({"file_name": images[i], "sem_seg_file_name": masks[i], "image_id": i, **info})
-    from .file_checks import raise_problems
-
-    raise_problems(missing, image_dir, len(ids), "images")
-    if not dicts:
-        raise DatasetError(f"{image_dir}: data set is empty (no images)")
+    dicts = _pair_by_stem(images, masks, ids, image_dir, mask_dir, "sem_seg_file_name", _IMAGE_PAIRING)
+    for rec in dicts:
+        rec.update(info)
     if validate:
         sizes = check_semantic_files(dicts, info, image_dir, dataset_name)
         for rec, (h, w) in zip(dicts, sizes):
@@ -256,20 +279,7 @@ def load_volume_folder(
                 for f in sorted(os.listdir(folder)) if f.endswith((".nii.gz", ".nii"))}
 
     images, labels = stems(image_dir), stems(label_dir)
-    ids = sorted(images) if ids is None else list(ids)
-    dicts, missing = [], []
-    for i in ids:
-        if i not in images:
-            missing.append(f"{os.path.join(image_dir, i)}.nii.gz: volume listed in the split is missing")
-        elif i not in labels:
-            missing.append(f"{images[i]}: no label volume with the same name in {label_dir}")
-        else:
-            dicts.append({"file_name": images[i], "label_file_name": labels[i], "image_id": i})
-    from .file_checks import raise_problems
-
-    raise_problems(missing, image_dir, len(ids), "volumes")
-    if not dicts:
-        raise DatasetError(f"{image_dir}: data set is empty (no volumes)")
+    dicts = _pair_by_stem(images, labels, ids, image_dir, label_dir, "label_file_name", _VOLUME_PAIRING)
     if validate:
         found = check_volume_files(dicts, num_classes, ignore_label, image_dir, dataset_name)
         for rec, (shape, spacing) in zip(dicts, found):

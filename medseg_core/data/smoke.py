@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from typing import Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -109,6 +109,45 @@ def _exclusive(folder: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _generate_once(root: str, is_complete: Callable[[str], bool], write: Callable[[str], None], prefix: str) -> None:
+    """Generate a set into ``root`` unless ``is_complete(root)``: ``write`` fills a temporary
+    sibling folder that is then renamed into place, so that concurrent or interrupted runs never
+    see half a set. One generator at a time (DDP ranks start together); the others then find it
+    complete."""
+    import shutil
+    import tempfile
+
+    if is_complete(root):
+        return
+    parent = os.path.dirname(os.path.abspath(root))
+    with _exclusive(parent):
+        if is_complete(root):
+            return
+        tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+        try:
+            write(tmp)
+            if is_complete(root):  # another process finished first: keep its (identical) set
+                return
+            if os.path.isdir(root):  # left by an interrupted earlier attempt
+                shutil.rmtree(root)
+            os.replace(tmp, root)
+        except OSError:
+            # another process may have put a complete set in place meanwhile
+            if not is_complete(root):
+                raise
+        finally:
+            if os.path.isdir(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _has_marker(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, "COMPLETE"))
+
+
+def _write_marker(folder: str) -> None:
+    open(os.path.join(folder, "COMPLETE"), "w").close()
+
+
 def smoke_root() -> str:
     """Where the generated smoke sets live: ``$MEDSEG_SMOKE_DIR``, else ``<repo>/datasets/smoke`` in
     a source checkout, else (an installed wheel) ``$XDG_CACHE_HOME/medseg-d2/smoke``."""
@@ -128,34 +167,23 @@ def ensure_smoke_instances(root: str = "", num_images: int = 30, size: int = 256
     Returns split -> COCO json path. Generation goes to a temporary folder that is renamed
     into place, so concurrent or interrupted runs never see half a data set.
     """
-    import shutil
-    import tempfile
-
     from .labelme import convert_labelme_folder
     from .split import split_coco_file
 
+    splits = ("train", "val", "test")
     root = root or os.path.join(smoke_root(), "peld_instances")
-    paths = {s: os.path.join(root, "annotations", f"instances_{s}.json") for s in ("train", "val", "test")}
-    if all(os.path.isfile(p) for p in paths.values()):
-        return paths
-    parent = os.path.dirname(os.path.abspath(root))
-    # one generator at a time (DDP ranks start together); the others then find it done
-    with _exclusive(parent):
-        if all(os.path.isfile(p) for p in paths.values()):
-            return paths
-        tmp = tempfile.mkdtemp(prefix=".smoke-", dir=parent)
-        try:
-            make_smoke_labelme(os.path.join(tmp, "images"), num_images=num_images, size=size)
-            all_json = os.path.join(tmp, "annotations", "instances_all.json")
-            convert_labelme_folder(os.path.join(tmp, "images"), all_json)
-            split_coco_file(all_json, os.path.join(tmp, "annotations"))
-            if os.path.isdir(root):
-                shutil.rmtree(root)
-            os.replace(tmp, root)
-        finally:
-            if os.path.isdir(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
-    return paths
+
+    def is_complete(folder: str) -> bool:
+        return all(os.path.isfile(os.path.join(folder, "annotations", f"instances_{s}.json")) for s in splits)
+
+    def write(folder: str) -> None:
+        make_smoke_labelme(os.path.join(folder, "images"), num_images=num_images, size=size)
+        all_json = os.path.join(folder, "annotations", "instances_all.json")
+        convert_labelme_folder(os.path.join(folder, "images"), all_json)
+        split_coco_file(all_json, os.path.join(folder, "annotations"))
+
+    _generate_once(root, is_complete, write, ".smoke-")
+    return {s: os.path.join(root, "annotations", f"instances_{s}.json") for s in splits}
 
 
 def register_smoke_instances() -> None:
@@ -232,35 +260,14 @@ def make_smoke_volumes(out_dir: str, split: str, num_volumes: int, seed: int = 0
 
 def ensure_smoke_volumes(root: str = "") -> str:
     """Generate (once, atomically) the volume smoke set; returns its root folder."""
-    import shutil
-    import tempfile
-
     root = root or os.path.join(smoke_root(), "volumes")
-    done = os.path.join(root, "COMPLETE")
-    if os.path.isfile(done):
-        return root
-    parent = os.path.dirname(os.path.abspath(root))
-    # one generator at a time (DDP ranks start together); the others then find it done
-    with _exclusive(parent):
-        if os.path.isfile(done):
-            return root
-        tmp = tempfile.mkdtemp(prefix=".smoke-vol-", dir=parent)
-        try:
-            for k, (split, n) in enumerate(_SMOKE_VOLUME_SPLITS):
-                make_smoke_volumes(tmp, split, n, seed=100 + k)
-            open(os.path.join(tmp, "COMPLETE"), "w").close()
-            if os.path.isfile(done):  # another process finished first: keep its (identical) set
-                return root
-            if os.path.isdir(root):  # left by an interrupted earlier attempt
-                shutil.rmtree(root)
-            os.replace(tmp, root)
-        except OSError:
-            # another process may have put a complete set in place meanwhile
-            if not os.path.isfile(done):
-                raise
-        finally:
-            if os.path.isdir(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
+
+    def write(folder: str) -> None:
+        for k, (split, n) in enumerate(_SMOKE_VOLUME_SPLITS):
+            make_smoke_volumes(folder, split, n, seed=100 + k)
+        _write_marker(folder)
+
+    _generate_once(root, _has_marker, write, ".smoke-vol-")
     return root
 
 
@@ -298,51 +305,33 @@ def ensure_smoke_semantic(root: str = "") -> str:
     ``<root>/binary/<stem>.png`` holds 0 / 255 (any structure), the encoding of real binary
     lesion masks, so the 0/255 -> 0/1 remapping is exercised.
     """
-    import shutil
-    import tempfile
-
-    from PIL import Image as _Image
-
     root = root or os.path.join(smoke_root(), "peld_semantic")
-    done = os.path.join(root, "COMPLETE")
-    if os.path.isfile(done):
+    if _has_marker(root):
         return root
     inst_root = os.path.join(smoke_root(), "peld_instances")
     ensure_smoke_instances(inst_root)
     image_dir = os.path.join(inst_root, "images")
-    parent = os.path.dirname(os.path.abspath(root))
-    # one generator at a time (DDP ranks start together); the others then find it done
-    with _exclusive(parent):
-        if os.path.isfile(done):
-            return root
-        tmp = tempfile.mkdtemp(prefix=".smoke-sem-", dir=parent)
-        class_id = {c: i + 1 for i, c in enumerate(PELD_CLASSES)}
-        try:
-            for sub in ("multiclass", "binary"):
-                os.makedirs(os.path.join(tmp, sub))
-            for f in sorted(os.listdir(image_dir)):
-                if not f.endswith(".json"):
-                    continue
-                with open(os.path.join(image_dir, f)) as fh:
-                    rec = json.load(fh)
-                mask = _Image.new("L", (rec["imageWidth"], rec["imageHeight"]), 0)
-                draw = ImageDraw.Draw(mask)
-                for shape in rec["shapes"]:
-                    draw.polygon([tuple(p) for p in shape["points"]], fill=class_id[shape["label"]])
-                stem = os.path.splitext(f)[0]
-                mask.save(os.path.join(tmp, "multiclass", stem + ".png"))
-                binary = (np.asarray(mask) > 0).astype(np.uint8) * 255
-                _Image.fromarray(binary).save(os.path.join(tmp, "binary", stem + ".png"))
-            open(os.path.join(tmp, "COMPLETE"), "w").close()
-            if os.path.isdir(root):
-                shutil.rmtree(root)
-            os.replace(tmp, root)
-        except OSError:
-            if not os.path.isfile(done):  # another process may have finished first
-                raise
-        finally:
-            if os.path.isdir(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
+    class_id = {c: i + 1 for i, c in enumerate(PELD_CLASSES)}
+
+    def write(folder: str) -> None:
+        for sub in ("multiclass", "binary"):
+            os.makedirs(os.path.join(folder, sub))
+        for f in sorted(os.listdir(image_dir)):
+            if not f.endswith(".json"):
+                continue
+            with open(os.path.join(image_dir, f)) as fh:
+                rec = json.load(fh)
+            mask = Image.new("L", (rec["imageWidth"], rec["imageHeight"]), 0)
+            draw = ImageDraw.Draw(mask)
+            for shape in rec["shapes"]:
+                draw.polygon([tuple(p) for p in shape["points"]], fill=class_id[shape["label"]])
+            stem = os.path.splitext(f)[0]
+            mask.save(os.path.join(folder, "multiclass", stem + ".png"))
+            binary = (np.asarray(mask) > 0).astype(np.uint8) * 255
+            Image.fromarray(binary).save(os.path.join(folder, "binary", stem + ".png"))
+        _write_marker(folder)
+
+    _generate_once(root, _has_marker, write, ".smoke-sem-")
     return root
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+from ..config import config_value
+
 __all__ = ["ITERATION_KEYS", "rescaled_schedule", "schedule_opts"]
 
 # Iteration-valued keys and how each one scales:
@@ -26,15 +28,6 @@ ITERATION_KEYS: Dict[str, str] = {
 }
 
 
-def _get(cfg, key: str):
-    node = cfg
-    for part in key.split("."):
-        if part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def rescaled_schedule(cfg, max_iter: int, warmup_iters: Optional[int] = None) -> Dict[str, object]:
     """The schedule keys for ``max_iter`` iterations ({"SOLVER.MAX_ITER": ..., ...}).
 
@@ -46,7 +39,7 @@ def rescaled_schedule(cfg, max_iter: int, warmup_iters: Optional[int] = None) ->
     r = max_iter / max(int(cfg.SOLVER.MAX_ITER), 1)
     out: Dict[str, object] = {"SOLVER.MAX_ITER": max_iter}
     for key, kind in ITERATION_KEYS.items():
-        value = _get(cfg, key)
+        value = config_value(cfg, key)
         if value is None:
             continue
         if kind == "points":
