@@ -10,6 +10,7 @@ both. A model whose inference is split into ``network(images) -> raw`` and
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -20,29 +21,38 @@ from detectron2.structures import ImageList
 
 from ..deploy.interface import PreprocessContract
 
-__all__ = ["NormalizedInputModel", "SplitInferenceDeploy", "normalized_input_config"]
+__all__ = ["ImageInput", "NormalizedInputModel", "SplitInferenceDeploy", "normalized_input_config"]
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """What the model needs to know of its input: normalisation, channel order, test resize."""
+
+    pixel_mean: Tuple[float, ...]
+    pixel_std: Tuple[float, ...]
+    input_format: str = "BGR"
+    test_resize: Tuple[int, int] = (800, 1333)  # the test mapper's shortest edge, max size
 
 
 def normalized_input_config(cfg) -> Dict:
-    """The constructor arguments of :meth:`NormalizedInputModel.init_input` read from ``cfg``
+    """``{"image_input": ImageInput}`` read from ``cfg``, for a model's ``from_config``
     (``size_divisibility`` comes from the model's own config node)."""
-    return {
-        "pixel_mean": cfg.MODEL.PIXEL_MEAN, "pixel_std": cfg.MODEL.PIXEL_STD, "input_format": cfg.INPUT.FORMAT,
-        "test_resize": (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST),
-    }
+    return {"image_input": ImageInput(
+        tuple(float(v) for v in cfg.MODEL.PIXEL_MEAN), tuple(float(v) for v in cfg.MODEL.PIXEL_STD), cfg.INPUT.FORMAT,
+        (int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST)),
+    )}
 
 
 class NormalizedInputModel:
     """Mixin for an ``nn.Module``: normalisation buffers, zero-padded batches, the deploy contract."""
 
-    def init_input(self, pixel_mean: Sequence[float], pixel_std: Sequence[float], size_divisibility: int,
-                   input_format: str = "BGR", test_resize: Tuple[int, int] = (800, 1333)) -> None:
+    def init_input(self, image_input: ImageInput, size_divisibility: int) -> None:
         """Call from ``__init__`` after ``super().__init__()``."""
-        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self.register_buffer("pixel_mean", torch.tensor(image_input.pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(image_input.pixel_std).view(-1, 1, 1), False)
         self.size_divisibility = int(size_divisibility)
-        self.input_format = input_format
-        self.test_resize = (int(test_resize[0]), int(test_resize[1]))  # the test mapper's shortest edge, max size
+        self.input_format = image_input.input_format
+        self.test_resize = (int(image_input.test_resize[0]), int(image_input.test_resize[1]))
 
     @property
     def device(self) -> torch.device:

@@ -55,7 +55,7 @@ from detectron2.structures import BitMasks, Boxes, ImageList, Instances, Polygon
 from detectron2.structures.masks import polygons_to_bitmask
 
 from medseg_core.errors import ConfigError
-from medseg_core.modeling.normalized_input import NormalizedInputModel, normalized_input_config
+from medseg_core.modeling.normalized_input import ImageInput, NormalizedInputModel, normalized_input_config
 
 __all__ = ["HFMask2Former", "build_hf_mask2former_config"]
 
@@ -163,20 +163,17 @@ class HFMask2Former(NormalizedInputModel, nn.Module):
         self,
         *,
         hf_config,
-        pixel_mean: Tuple[float, ...],
-        pixel_std: Tuple[float, ...],
+        image_input: ImageInput,
         size_divisibility: int,
         test_topk_per_image: int,
         deep_supervision: bool = True,
-        input_format: str = "BGR",
-        test_resize: Tuple[int, int] = (800, 1333),
     ):
         super().__init__()
         self.hf = _build_hf_model(hf_config)
         self.num_classes = int(hf_config.num_labels)
         self.test_topk_per_image = int(test_topk_per_image)
         self.deep_supervision = bool(deep_supervision)
-        self.init_input(pixel_mean, pixel_std, size_divisibility, input_format, test_resize)
+        self.init_input(image_input, size_divisibility)
 
     @classmethod
     def from_config(cls, cfg) -> Dict:

@@ -40,7 +40,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.structures import BitMasks, Instances
 
 from medseg_core.errors import ConfigError
-from medseg_core.modeling.normalized_input import SplitInferenceDeploy, normalized_input_config
+from medseg_core.modeling.normalized_input import ImageInput, SplitInferenceDeploy, normalized_input_config
 
 from .instance_masks import gt_mask_tensor, resample_to_original
 from .matrix_nms import matrix_nms
@@ -80,11 +80,8 @@ class SOLOv2(SplitInferenceDeploy, nn.Module):
         kernel_size: int,
         prior_prob: float,
         criterion: SOLOv2Loss,
-        pixel_mean: Sequence[float],
-        pixel_std: Sequence[float],
+        image_input: ImageInput,
         size_divisibility: int = 32,
-        input_format: str = "BGR",
-        test_resize: Tuple[int, int] = (800, 1333),
         score_thresh: float = 0.1,
         mask_thresh: float = 0.5,
         pre_nms_topk: int = 500,
@@ -120,8 +117,7 @@ class SOLOv2(SplitInferenceDeploy, nn.Module):
         )
         self.mask_head = SOLOv2MaskFeatureHead(cin, len(mask_in_features), mask_feature_channels, mask_dim, norm)
         self.criterion = criterion
-        self.init_input(pixel_mean, pixel_std, max(int(size_divisibility), getattr(backbone, "size_divisibility", 0) or 0),
-                        input_format, test_resize)
+        self.init_input(image_input, max(int(size_divisibility), getattr(backbone, "size_divisibility", 0) or 0))
         self.score_thresh, self.mask_thresh = float(score_thresh), float(mask_thresh)
         self.pre_nms_topk, self.detections_per_image = int(pre_nms_topk), int(detections_per_image)
         self.nms_kernel, self.nms_sigma, self.update_thresh = nms_kernel, float(nms_sigma), float(update_thresh)

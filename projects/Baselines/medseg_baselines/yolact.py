@@ -42,7 +42,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
 
 from medseg_core.errors import ConfigError
-from medseg_core.modeling.normalized_input import SplitInferenceDeploy, normalized_input_config
+from medseg_core.modeling.normalized_input import ImageInput, SplitInferenceDeploy, normalized_input_config
 
 from .fast_nms import fast_nms
 from .instance_masks import crop_to_boxes, gt_mask_tensor, resample_to_original
@@ -76,11 +76,8 @@ class YOLACT(SplitInferenceDeploy, nn.Module):
         head_channels: int,
         criterion: YOLACTLoss,
         box2box: Box2BoxTransform,
-        pixel_mean: Sequence[float],
-        pixel_std: Sequence[float],
+        image_input: ImageInput,
         size_divisibility: int = 32,
-        input_format: str = "BGR",
-        test_resize: Tuple[int, int] = (800, 1333),
         score_thresh: float = 0.05,
         nms_thresh: float = 0.5,
         topk_per_class: int = 200,
@@ -103,8 +100,7 @@ class YOLACT(SplitInferenceDeploy, nn.Module):
         self.head = YOLACTPredictionHead(channels.pop(), head_channels, num_anchors[0], num_classes, num_prototypes)
         self.sem_head = SemanticSegHead(shapes[proto_in_feature].channels, num_classes)
         self.criterion, self.box2box = criterion, box2box
-        self.init_input(pixel_mean, pixel_std, max(int(size_divisibility), getattr(backbone, "size_divisibility", 0) or 0),
-                        input_format, test_resize)
+        self.init_input(image_input, max(int(size_divisibility), getattr(backbone, "size_divisibility", 0) or 0))
         self.score_thresh, self.nms_thresh = float(score_thresh), float(nms_thresh)
         self.topk_per_class, self.detections_per_image = int(topk_per_class), int(detections_per_image)
         self.mask_thresh = float(mask_thresh)
