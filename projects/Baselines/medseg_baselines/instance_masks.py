@@ -10,7 +10,7 @@
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,16 @@ import medseg_core  # noqa: F401  (compatibility shim before detectron2)
 
 from detectron2.structures import BitMasks, Instances, PolygonMasks
 
-__all__ = ["gt_mask_tensor", "downsample_masks", "resample_to_original", "crop_to_boxes"]
+__all__ = ["training_instances", "gt_mask_tensor", "downsample_masks", "resample_to_original", "crop_to_boxes"]
+
+
+def training_instances(batched_inputs: List[Dict], device: torch.device) -> Iterator[Tuple[str, Instances]]:
+    """``(where, instances on device)`` per training input; ``where`` names its file for errors."""
+    for x in batched_inputs:
+        where = x.get("file_name", "training input")
+        if "instances" not in x:
+            raise ValueError(f"{where}: training input has no 'instances' (use an instance dataset mapper)")
+        yield where, x["instances"].to(device)
 
 
 def gt_mask_tensor(instances: Instances, padded_hw: Tuple[int, int], device: torch.device, where: str) -> Tensor:

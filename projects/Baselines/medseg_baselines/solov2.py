@@ -42,7 +42,7 @@ from detectron2.structures import BitMasks, Instances
 from medseg_core.errors import ConfigError
 from medseg_core.modeling.normalized_input import ImageInput, SplitInferenceDeploy, normalized_input_config
 
-from .instance_masks import gt_mask_tensor, resample_to_original
+from .instance_masks import gt_mask_tensor, resample_to_original, training_instances
 from .matrix_nms import matrix_nms
 from .solov2_head import SOLOv2InstanceHead, SOLOv2MaskFeatureHead
 from .solov2_loss import SOLOv2Loss, dynamic_masks
@@ -80,8 +80,6 @@ class SOLOv2(SplitInferenceDeploy, nn.Module):
         kernel_size: int,
         prior_prob: float,
         criterion: SOLOv2Loss,
-        image_input: ImageInput,
-        size_divisibility: int = 32,
         score_thresh: float = 0.1,
         mask_thresh: float = 0.5,
         pre_nms_topk: int = 500,
@@ -89,6 +87,8 @@ class SOLOv2(SplitInferenceDeploy, nn.Module):
         nms_sigma: float = 0.5,
         update_thresh: float = 0.05,
         detections_per_image: int = 100,
+        image_input: ImageInput,
+        size_divisibility: int = 32,
     ) -> None:
         super().__init__()
         if not (len(in_features) == len(num_grids) == len(scale_ranges) == len(level_strides)):
@@ -174,17 +174,13 @@ class SOLOv2(SplitInferenceDeploy, nn.Module):
 
     # ------------------------------------------------------------------ training
     def prepare_targets(self, batched_inputs: List[Dict], padded_hw) -> List[SOLOTargets]:
-        out = []
-        for x in batched_inputs:
-            where = x.get("file_name", "training input")
-            if "instances" not in x:
-                raise ValueError(f"{where}: training input has no 'instances' (use an instance dataset mapper)")
-            inst = x["instances"].to(self.device)
-            out.append(solov2_targets(
+        return [
+            solov2_targets(
                 inst.gt_boxes.tensor.float(), inst.gt_classes.long(), gt_mask_tensor(inst, padded_hw, self.device, where),
                 self.num_classes, self.num_grids, self.scale_ranges, self.sigma, self.mask_stride,
-            ))
-        return out
+            )
+            for where, inst in training_instances(batched_inputs, self.device)
+        ]
 
     # ------------------------------------------------------------------ inference
     def _cell_strides(self, device: torch.device) -> Tensor:

@@ -45,7 +45,7 @@ from medseg_core.errors import ConfigError
 from medseg_core.modeling.normalized_input import ImageInput, SplitInferenceDeploy, normalized_input_config
 
 from .fast_nms import fast_nms
-from .instance_masks import crop_to_boxes, gt_mask_tensor, resample_to_original
+from .instance_masks import crop_to_boxes, gt_mask_tensor, resample_to_original, training_instances
 from .yolact_head import ProtoNet, SemanticSegHead, YOLACTPredictionHead
 from .yolact_loss import ImageTargets, YOLACTLoss
 
@@ -159,17 +159,11 @@ class YOLACT(SplitInferenceDeploy, nn.Module):
 
     # ------------------------------------------------------------------ training
     def prepare_targets(self, batched_inputs: List[Dict], padded_hw) -> List[ImageTargets]:
-        out = []
-        for x in batched_inputs:
-            where = x.get("file_name", "training input")
-            if "instances" not in x:
-                raise ValueError(f"{where}: training input has no 'instances' (use an instance dataset mapper)")
-            inst = x["instances"].to(self.device)
-            out.append(ImageTargets(
-                boxes=inst.gt_boxes.tensor.float(), classes=inst.gt_classes.long(),
-                masks=gt_mask_tensor(inst, padded_hw, self.device, where),
-            ))
-        return out
+        return [
+            ImageTargets(boxes=inst.gt_boxes.tensor.float(), classes=inst.gt_classes.long(),
+                         masks=gt_mask_tensor(inst, padded_hw, self.device, where))
+            for where, inst in training_instances(batched_inputs, self.device)
+        ]
 
     def _split(self, raw: Sequence[Tensor]):
         levels = (len(raw) - 1) // 3
