@@ -17,6 +17,7 @@ import yaml
 from detectron2.config import CfgNode as _D2CfgNode
 from detectron2.config import get_cfg
 
+from .config_keys import config_value  # noqa: F401  (re-exported)
 from .errors import ConfigError
 
 __all__ = ["SafeCfgNode", "add_medseg_config", "config_value", "get_project_cfg", "load_config", "read_config_tree"]
@@ -271,17 +272,6 @@ def read_config_tree(config_file: Optional[str], opts: Sequence[str] = ()) -> Op
             node = node.setdefault(part, {}) if isinstance(node.get(part), dict) or part not in node else {}
         node[parts[-1]] = _yaml_value(value)
     return tree
-
-
-def config_value(cfg, key: str, default: Any = None) -> Any:
-    """The value of a dotted key (``"SOLVER.WARMUP_ITERS"``) of a config, or ``default`` where the
-    config lacks it (a key of a project whose keys were not added)."""
-    node = cfg
-    for part in key.split("."):
-        if part not in node:
-            return default
-        node = node[part]
-    return node
 
 
 def set_num_classes(cfg, num_classes: int) -> None:

@@ -19,6 +19,7 @@ import math
 import re
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from .config_keys import config_value
 from .errors import ConfigError
 
 __all__ = [
@@ -341,22 +342,11 @@ def register_config_rules(rules: Dict[str, Rule], cross_checks: Iterable[CrossCh
 _MISSING = object()
 
 
-def _lookup(cfg, key: str) -> Any:
-    node = cfg
-    for part in key.split("."):
-        if not hasattr(node, "get"):
-            return _MISSING
-        node = node.get(part, _MISSING)
-        if node is _MISSING:
-            return _MISSING
-    return node
-
-
 def config_problems(cfg) -> List[Tuple[str, str]]:
     """Every ``(key, problem)`` of ``cfg`` against :data:`RULES` and :data:`CROSS_CHECKS`."""
     out: List[Tuple[str, str]] = []
     for key, rule in RULES.items():
-        value = _lookup(cfg, key)
+        value = config_value(cfg, key, _MISSING)
         if value is _MISSING:
             continue
         problem = rule.problem(value)

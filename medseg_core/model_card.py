@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from .complexity import model_complexity
-from .config import config_value
+from .config_keys import config_value
 from .projects import REGISTRY_KEYS
 
 __all__ = ["build_card", "card_markdown"]

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from .config_keys import config_value
 from .extras import MissingExtraError, extra_message, missing_modules
 
 __all__ = [
@@ -128,15 +129,6 @@ def project_config_functions() -> List[Callable]:
 # --- which projects a config needs -------------------------------------------------------------
 
 
-def _lookup(tree: Mapping, key: str) -> Any:
-    node: Any = tree
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _names(value: Any) -> List[str]:
     if isinstance(value, str):
         return [value] if value else []
@@ -172,14 +164,14 @@ def projects_needed(tree: Mapping, source: str = "config") -> List[Project]:
             needed[p.name] = (p, "it has no manifest")
             continue
         for key, provided in p.manifest.get("PROVIDES", {}).items():
-            for name in _names(_lookup(tree, key)):
+            for name in _names(config_value(tree, key)):
                 if name in provided and p.name not in needed:
                     needed[p.name] = (p, f"{key} {name!r}")
         for node in p.manifest.get("CONFIG_NODES", []):
-            if _lookup(tree, node) is not None and p.name not in needed:
+            if config_value(tree, node) is not None and p.name not in needed:
                 needed[p.name] = (p, f"config node {node}")
     for key, _, _ in REGISTRY_KEYS:
-        for name in _names(_lookup(tree, key)):
+        for name in _names(config_value(tree, key)):
             claimed = any(name in (p.manifest or {}).get("PROVIDES", {}).get(key, ()) for p in projects)
             if not claimed and not _core_registered(key, name):
                 for p in projects:  # unknown name: maybe a project without a complete manifest
@@ -206,7 +198,7 @@ def _check_extras(tree: Mapping, source: str, needed: Iterable[Tuple[Project, st
 
 def _check_name_extras(tree: Mapping, source: str, name_extras) -> None:
     for key, names, owner in name_extras:
-        for name in _names(_lookup(tree, key)):
+        for name in _names(config_value(tree, key)):
             extra = names.get(name)
             if extra and missing_modules(extra):
                 raise MissingExtraError(extra_message(

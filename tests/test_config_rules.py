@@ -5,7 +5,8 @@ import pytest
 from detectron2.config import CfgNode, get_cfg
 
 from medseg_core.config import get_project_cfg, list_config_files, load_config
-from medseg_core.config_rules import RULES, _MISSING, _lookup, config_problems
+from medseg_core.config_keys import config_value
+from medseg_core.config_rules import RULES, _MISSING, config_problems
 from medseg_core.errors import ConfigError
 
 from conftest import CONFIGS
@@ -93,7 +94,7 @@ def test_every_numeric_key_the_toolkit_adds_has_a_rule():
     missing = [k for k, v in _leaves(cfg) if k not in d2 and _numeric(v) and k not in RULES]
     assert missing == [], f"numeric config keys without a range rule: {missing}"
     # and no rule names a key that does not exist (a typo would check nothing)
-    absent = [k for k in RULES if _lookup(cfg, k) is _MISSING]
+    absent = [k for k in RULES if config_value(cfg, k, _MISSING) is _MISSING]
     assert absent == []
 
 

@@ -62,9 +62,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 import medseg_core  # noqa: F401  (NumPy-2 / Pillow shim before detectron2)
+from medseg_core.errors import here
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROG = os.path.basename(__file__)  # names the tool in its error messages, wherever it lives
 logger = logging.getLogger("medseg.benchmark")
 
 MODES = ("e2e", "network", "stages")
@@ -115,9 +115,9 @@ def _amp(device: torch.device, precision: str, runtime: str) -> Optional[torch.d
     if precision == "fp32":
         return None
     if runtime not in ("pytorch", "pytorch-fused"):
-        raise ValueError(f"{PROG}: {precision} autocast applies to the PyTorch runtimes only, not {runtime}")
+        raise ValueError(here() + f"{precision} autocast applies to the PyTorch runtimes only, not {runtime}")
     if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"{PROG}: fp16 is timed on a GPU only (use fp32 or bf16 on the CPU)")
+        raise ValueError(here() + f"fp16 is timed on a GPU only (use fp32 or bf16 on the CPU)")
     return autocast_dtype(device, precision)
 
 
@@ -131,7 +131,7 @@ def read_frame(cfg, image: str):
     if not image:
         ds = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else ""
         if ds not in DatasetCatalog.list():
-            raise SystemExit(f"{PROG}: the config's test set {ds!r} is not registered; give --image FILE")
+            raise SystemExit(here() + f"the config's test set {ds!r} is not registered; give --image FILE")
         image = DatasetCatalog.get(ds)[0]["file_name"]
     return read_image_checked(image, "BGR"), image
 
@@ -166,7 +166,7 @@ def build_jobs(args) -> Tuple[List[Job], Dict]:
 
     weights = list(args.weights or [])
     if weights and len(weights) != len(args.configs):
-        raise SystemExit(f"{PROG}: give one --weights entry per config (or none)")
+        raise SystemExit(here() + f"give one --weights entry per config (or none)")
     jobs: List[Job] = []
     info: Dict = {"weights": {}, "image": None, "detections": {}, "post_steps_ms": {}}
     for ci, cfg_file in enumerate(args.configs):
@@ -328,12 +328,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
     logger.setLevel(logging.INFO)
     if args.clock == "cpu" and args.threads != 1:
-        raise ValueError(f"{PROG}: --clock cpu needs --threads 1 (CPU time is a latency only when one "
+        raise ValueError(here() + f"--clock cpu needs --threads 1 (CPU time is a latency only when one "
                          "thread does all the work)")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.repeats < 1:
-        raise SystemExit(f"{PROG}: --repeats must be >= 1")
+        raise SystemExit(here() + f"--repeats must be >= 1")
     if args.precision is None:
         gpu = (args.device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
         args.precision = ["fp32", "fp16"] if gpu else ["fp32"]

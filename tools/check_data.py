@@ -17,8 +17,7 @@ import tempfile
 import time
 
 import medseg_core  # noqa: F401  (compatibility shim before detectron2)
-
-PROG = os.path.basename(__file__)  # names the tool in its error messages, wherever it lives
+from medseg_core.errors import here
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -59,7 +58,7 @@ def main(argv=None) -> int:
 
     unknown = [n for n in args.datasets if n not in DatasetCatalog.list()]
     if unknown:
-        raise UsageError(f"{PROG}: data sets {unknown} are not registered "
+        raise UsageError(here() + f"data sets {unknown} are not registered "
                          f"(known: {', '.join(sorted(DatasetCatalog.list()))})")
     runs = []
     if args.cold:

@@ -50,9 +50,9 @@ from typing import Dict, List, Optional, Sequence, Set
 import torch
 
 import medseg_core  # noqa: F401  (NumPy-2 / Pillow shim before detectron2)
+from medseg_core.errors import here
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROG = os.path.basename(__file__)  # names the tool in its error messages, wherever it lives
 logger = logging.getLogger("medseg.export")
 FORMATS = ("torchscript", "onnx", "openvino")
 FILES = {"torchscript": "model.ts", "onnxruntime": "model.onnx", "openvino": "model.xml",
@@ -69,7 +69,7 @@ def check_frames(cfg, fmt: str, dataset: str = "", files: Sequence[str] = (), nu
     if not files:
         ds = dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
         if not ds or ds not in DatasetCatalog.list():
-            raise SystemExit(f"{PROG}: no real images to check on: data set {ds!r} is not registered; "
+            raise SystemExit(here() + f"no real images to check on: data set {ds!r} is not registered; "
                              "give --check-dataset NAME or --input FILES")
         files = [r["file_name"] for r in DatasetCatalog.get(ds)[:num]]
     return [read_image_checked(f, fmt) for f in files]
@@ -81,7 +81,7 @@ def dataset_files(name: str, num: int) -> List[str]:
     import medseg_core.data  # noqa: F401
 
     if name not in DatasetCatalog.list():
-        raise SystemExit(f"{PROG}: calibration data set {name!r} is not registered")
+        raise SystemExit(here() + f"calibration data set {name!r} is not registered")
     recs = DatasetCatalog.get(name)
     step = max(1, len(recs) // max(num, 1))  # spread over the set (videos are stored in order)
     return [r["file_name"] for r in recs[::step][:num]]
@@ -161,13 +161,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from medseg_core.deploy.predictor import Predictor, build_deployable, build_runtime
 
     if args.dynamic and args.size:
-        raise SystemExit(f"{PROG}: give --size or --dynamic, not both")
+        raise SystemExit(here() + f"give --size or --dynamic, not both")
     if args.evaluate_runtimes and not args.evaluate:
-        raise SystemExit(f"{PROG}: --evaluate-runtimes needs --evaluate DATASET")
+        raise SystemExit(here() + f"--evaluate-runtimes needs --evaluate DATASET")
     wanted = exported_runtimes(args)
     missing = [] if args.check_only else sorted(set(args.evaluate_runtimes) - wanted - {reference_name(args)})
     if missing:
-        raise SystemExit(f"{PROG}: --evaluate-runtimes {' '.join(missing)}: not exported with these options "
+        raise SystemExit(here() + f"--evaluate-runtimes {' '.join(missing)}: not exported with these options "
                          f"(exported: {', '.join(sorted(wanted))})")
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -52,7 +52,6 @@ import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROG = os.path.basename(__file__)  # names the tool in its error messages, wherever it lives
 QS = os.path.join(REPO, "configs", "quick_schedules")
 
 # family -> instant config; the instance models are also timed at 640
@@ -98,11 +97,13 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
+    from medseg_core.errors import here
+
     if not 0.5 <= args.budget_minutes <= 60:
-        raise SystemExit(f"{PROG}: --budget-minutes must be within 0.5 .. 60, got {args.budget_minutes:g}")
+        raise SystemExit(here() + f"--budget-minutes must be within 0.5 .. 60, got {args.budget_minutes:g}")
     out = os.path.abspath(args.output)
     if os.path.exists(out) and not os.path.isdir(out):
-        raise SystemExit(f"{PROG}: --output {out} exists and is not a folder")
+        raise SystemExit(here() + f"--output {out} exists and is not a folder")
 
 
 # ------------------------------------------------------------------------------- report

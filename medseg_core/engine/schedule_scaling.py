@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-from ..config import config_value
+from ..config_keys import config_value
 
 __all__ = ["ITERATION_KEYS", "rescaled_schedule", "schedule_opts"]
 
