@@ -141,6 +141,23 @@ def test_curve_points_at_budget_fractions_and_evaluation_not_counted():
     assert clock.seconds() == pytest.approx(600, abs=1.01) and t.iter == pytest.approx(600, abs=1)
 
 
+def test_console_eta_and_plan_log_follow_the_budget(caplog):
+    """The ETA printer ends where the budget does, not at the config's 12,900 iterations, and
+    re-plans are logged only when they move by 5 % (Detectron2's logger shows DEBUG lines)."""
+    from detectron2.utils.events import CommonMetricPrinter
+
+    t, clock, fake = _trainer(LMSFA_CFG, 10.0, _cost)
+    printer = CommonMetricPrinter(int(t.cfg.SOLVER.MAX_ITER))
+    t.register_hooks([hooks.PeriodicWriter([printer], period=1000)])
+    with caplog.at_level("DEBUG", logger="medseg_core.engine.budget"):
+        t.train(0, int(t.cfg.SOLVER.MAX_ITER))
+    hook = next(h for h in t._hooks if isinstance(h, TrainingBudgetHook))
+    assert printer._max_iter == hook.plan != int(t.cfg.SOLVER.MAX_ITER)
+    plans = [r for r in caplog.records if "re-planned" in r.getMessage()]
+    # _cost has one regime change (30 % slower after iteration 300): a few lines, not one per re-plan
+    assert 1 <= len(plans) <= 6
+
+
 def test_budget_state_resumes():
     t, clock, fake = _trainer(LMSFA_CFG, 10.0, lambda it: 1.0)
     # simulate a crash after 200 iterations: the checkpointed state carries spent time and plan

@@ -38,6 +38,7 @@ from .. import compat  # noqa: F401
 
 from detectron2.engine import HookBase, hooks
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter
 
 from ..errors import ConfigError
 from .hooks import MomentumWarmupHook
@@ -55,6 +56,16 @@ def rank0_value(value):
     if comm.get_world_size() == 1:
         return value
     return comm.all_gather(value)[0]
+
+
+def _retarget_eta(trainer, max_iter: int) -> None:
+    """Point the console ETA at the planned end: Detectron2's CommonMetricPrinter keeps the
+    ``max_iter`` it was built with (the config's, e.g. 12,900 for a 15-minute budget)."""
+    for h in getattr(trainer, "_hooks", ()):
+        if isinstance(h, hooks.PeriodicWriter):
+            for w in h._writers:
+                if isinstance(w, CommonMetricPrinter):
+                    w._max_iter = int(max_iter)
 
 
 class TrainingClock(HookBase):
@@ -225,6 +236,7 @@ class TrainingBudgetHook(HookBase):
         first = self.plan is None or provisional
         previous, self.plan = self.plan, int(plan)
         t.max_iter = self.plan
+        _retarget_eta(t, self.plan)
         sched = t.scheduler
         if not hasattr(sched, "_multiplier"):
             raise ConfigError(
@@ -243,13 +255,12 @@ class TrainingBudgetHook(HookBase):
         sched._multiplier, sched._max_iter = fresh._multiplier, self.plan
         for group, lr in zip(t.optimizer.param_groups, sched.get_lr()):
             group["lr"] = lr
-        if not first:
-            # log the first real plan and changes of 5 % or more; smaller ones at debug level
-            big = self._logged is None or abs(self.plan - self._logged) >= 0.05 * self._logged
-            logger.log(logging.INFO if big else logging.DEBUG, "Time budget: re-planned to %d iterations (was %s)",
-                       self.plan, previous)
-            if big:
-                self._logged = self.plan
+        if not first and (self._logged is None or abs(self.plan - self._logged) >= 0.05 * self._logged):
+            # the first real plan and changes of 5 % or more from the last one logged; not
+            # smaller ones: Detectron2's setup_logger shows DEBUG lines, one every few steps
+            logger.info("Time budget: re-planned to %d iterations (was %s)", self.plan,
+                        previous if self._logged is None else self._logged)
+            self._logged = self.plan
 
     def state_dict(self) -> Dict[str, object]:
         return {"plan": -1 if self.plan is None else int(self.plan),
