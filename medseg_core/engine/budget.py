@@ -42,7 +42,7 @@ from detectron2.utils.events import CommonMetricPrinter
 
 from ..errors import ConfigError
 from .hooks import MomentumWarmupHook
-from .schedule_scaling import rescaled_schedule
+from .schedule_scaling import rescaled_schedule, scaled_warmup
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ class TrainingBudgetHook(HookBase):
         t, cfg = self.trainer, self.cfg
         warmup = self.warmup_iters
         if warmup is None:
-            warmup = min(round(cfg.SOLVER.WARMUP_ITERS * plan / max(cfg.SOLVER.MAX_ITER, 1)), plan)
+            warmup = scaled_warmup(cfg, plan)
             if not provisional:
                 self.warmup_iters = warmup
                 for h in t._hooks:
