@@ -18,7 +18,8 @@ Training protocol (the same for every model; the table states it):
 
 * default: each config's ``SOLVER.MAX_ITER`` (or the one given as an override);
 * ``--epochs E``: every model sees its training set E times, ``MAX_ITER = ceil(E * N_train /
-  IMS_PER_BATCH)``; WARMUP_ITERS, STEPS, CHECKPOINT_PERIOD and EVAL_PERIOD move in proportion;
+  IMS_PER_BATCH)``; WARMUP_ITERS, STEPS, CHECKPOINT_PERIOD and EVAL_PERIOD move in proportion
+  (the warm-up keeps at least min(WARMUP_ITERS, 100, MAX_ITER / 2) iterations, as Ultralytics');
 * ``--budget-minutes M``: every model trains for M minutes of ``--budget-clock`` time ("wall",
   default; "cpu" = this process's CPU time, fair on a shared machine, with
   ``DATALOADER.NUM_WORKERS 0`` so that loading counts too); its LR schedule is planned to end

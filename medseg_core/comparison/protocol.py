@@ -5,7 +5,8 @@
 * **epochs E** (the LMSF-A paper's protocol): every model sees its training set E times:
   ``MAX_ITER = ceil(E * N_train / IMS_PER_BATCH)``, with N_train the number of images its data
   loader draws from (after ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``); the iteration-valued keys
-  (``WARMUP_ITERS``, ``STEPS``, ``CHECKPOINT_PERIOD``, ``EVAL_PERIOD``) move in proportion
+  (``WARMUP_ITERS``, ``STEPS``, ``CHECKPOINT_PERIOD``, ``EVAL_PERIOD``) move in proportion,
+  the warm-up keeping at least ``min(WARMUP_ITERS, 100, MAX_ITER / 2)`` iterations
   (:mod:`medseg_core.engine.schedule_scaling`).
 * **minutes M**: every model trains for M minutes of the chosen clock, its LR schedule planned
   to end with the budget and re-estimated as training goes (:mod:`medseg_core.engine.budget`).
