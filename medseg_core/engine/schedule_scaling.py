@@ -67,11 +67,9 @@ def rescaled_schedule(cfg, max_iter: int, warmup_iters: Optional[int] = None) ->
         elif kind == "span":
             out[key] = min(max(round(value * r), 0), max_iter)
         elif kind == "warmup":
-            out[key] = scaled_warmup(cfg, max_iter)
+            out[key] = scaled_warmup(cfg, max_iter) if warmup_iters is None else min(int(warmup_iters), max_iter)
         else:
             raise ValueError(f"ITERATION_KEYS[{key!r}]: unknown kind {kind!r}")
-    if warmup_iters is not None:
-        out["SOLVER.WARMUP_ITERS"] = min(int(warmup_iters), max_iter)
     return out
 
 
