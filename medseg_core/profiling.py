@@ -256,6 +256,12 @@ def profile_model(
 
         def fn():
             return net(x)
+    elif mode == "network" and callable(getattr(model, "network_example", None)):
+        # a model whose network runs on pieces of the input (e.g. sliding-window 3D) says which piece
+        x = model.network_example(inputs["image"].to(device))
+
+        def fn():
+            return model.complexity_forward(x)
     elif mode == "network":
         if not callable(getattr(model, "complexity_forward", None)):
             raise ValueError(f"{type(model).__name__} has no complexity_forward(): use mode='model'")

@@ -177,3 +177,22 @@ def test_config_builds_registered_network_and_rejects_unknown():
         build_volume_network(cfg2)
     with pytest.raises(ConfigError, match="ROI_SIZE"):
         _segmentor(_Pointwise(), (8, 0, 8))
+
+
+@pytest.mark.parametrize("roi, expected", [((16, 32, 24), (16, 32, 24)), ((0, 0, 0), (24, 24, 32))])
+def test_network_latency_runs_on_one_window(roi, expected):
+    """Network-only latency uses what the network really sees: one ROI window (zero-padded where
+    the volume is smaller, as the sliding window pads it), or the stride-padded whole volume."""
+    from medseg_core.profiling import profile_model
+
+    net = _Pointwise()
+    seg = _segmentor(net, roi)
+    x = torch.randn(1, 19, 23, 29)
+    window = seg.network_example(x)
+    assert tuple(window.shape) == (1, 1, *expected)
+    if any(roi):
+        assert torch.equal(window[0, 0, :, :23], x[0, :16, :, :24])
+        assert not window[0, 0, :, 23:].any()
+    res = profile_model(seg, {"image": x}, warmup=1, runs=20, mode="network", copy_model=False, fuse=False)
+    assert res.mode == "network"
+    assert set(net.seen) == {expected}

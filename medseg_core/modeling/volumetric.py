@@ -415,6 +415,20 @@ class VolumetricSegmentor(nn.Module):
         fn = getattr(self.network, "complexity_forward", None)
         return fn(x) if callable(fn) else self.network(x)
 
+    def network_example(self, image: torch.Tensor) -> torch.Tensor:
+        """The ``(1, C, d, h, w)`` tensor the network runs on for one window of ``image``
+        (``(C, D, H, W)``): the first sliding-window ROI (zero-padded where the volume is smaller,
+        as the sliding window pads it) or, without a ROI, the whole volume; padded to the stride.
+        Network-only latency is measured on this, since the network never sees the whole volume."""
+        x = image.to(self.device, torch.float32).unsqueeze(0)
+        if self.roi_size == (-1, -1, -1):
+            self.roi_size = tuple(int(r) for r in self._roi_resolver())
+        if all(self.roi_size):
+            x = x[(..., *(slice(0, r) for r in self.roi_size))]
+            pad = [p for r, n in zip(reversed(self.roi_size), reversed(x.shape[2:])) for p in (0, max(0, r - n))]
+            x = torch.nn.functional.pad(x, pad)
+        return pad_to_divisible(x, self.size_divisibility)[0]
+
     def _padded_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Network logits for any input size: pad to the stride, run, crop back."""
         xp, size = pad_to_divisible(x, self.size_divisibility)
