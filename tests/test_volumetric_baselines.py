@@ -86,3 +86,17 @@ def test_instant_test_trains_and_evaluates(name, repo_root, tmp_path):
     assert os.path.isfile(tmp_path / "model_final.pth")
     assert res["volume"]["num_volumes"] == 3 and 0 <= res["volume"]["mDice"] <= 100
     assert "DiceStd-anterior" in res["volume"] or any(k.startswith("DiceStd-") for k in res["volume"])
+
+
+def test_compare_gives_a_volumetric_row_with_window_latency(repo_root, tmp_path):
+    """compare on a fixed-input-size 3D network: whole-volume latency (sliding window) and the
+    network alone on one window; the smoke volumes are smaller than UNETR's 16^3 input."""
+    from medseg_core.comparison import Comparison, ModelSpec, extract_metrics
+
+    cfg = os.path.join(repo_root, "configs/quick_schedules/unetr_instant_test.yaml")
+    comp = Comparison([ModelSpec("unetr", cfg)], str(tmp_path), seeds=[0], opts=["SOLVER.MAX_ITER", "1"],
+                      latency_runs=20, latency_warmup=1, progress=lambda m: None)
+    runs = comp.run()
+    assert not comp.failed and comp.task == "volume"
+    m = extract_metrics(runs[0], "volume")
+    assert m["latency_ms"] > 0 and m["net_latency_ms"] > 0 and m["params_m"] > 0
