@@ -241,3 +241,14 @@ def test_compare_cli_arguments(tmp_path):
     with pytest.raises(ValueError, match="unique"):
         Comparison([ModelSpec("a", cfg), ModelSpec("a", cfg)], str(tmp_path))
 
+
+
+def test_complexity_line_names_each_models_shape_when_they_differ():
+    from medseg_core.comparison.runner import _complexity_shapes
+
+    same = [{"name": n, "complexity": {"input_shape": [3, 64, 64]}} for n in ("a", "b")]
+    assert _complexity_shapes(same) == "(3, 64, 64)"
+    mixed = [{"name": "a", "complexity": {"input_shape": [1, 32, 48, 32]}},
+             {"name": "a", "complexity": {"input_shape": [1, 32, 48, 32]}},
+             {"name": "b", "complexity": {"input_shape": [1, 48, 64, 48]}}, {"name": "c", "complexity": {}}]
+    assert _complexity_shapes(mixed) == "each model's own (a (1, 32, 48, 32), b (1, 48, 64, 48))"

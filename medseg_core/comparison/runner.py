@@ -371,7 +371,7 @@ class Comparison:
                 "fused where the model supports it"
             ),
             "complexity": (
-                f"params and GFLOPs at input {tuple(comp.get('input_shape', []))}; paper convention = "
+                f"params and GFLOPs at input {_complexity_shapes(runs)}; paper convention = "
                 f"{comp.get('convention', '?')}"
             ),
             "convention": comp.get("convention", "paper convention"),
@@ -408,6 +408,18 @@ class Comparison:
             paths.pop("curves_csv")
             paths.pop("curves_plot")
         return paths
+
+
+def _complexity_shapes(runs: List[Dict[str, Any]]) -> str:
+    """The counting input shape: one for all models, or each model's own (e.g. 3D patches)."""
+    shapes = {}
+    for r in runs:
+        shape = (r.get("complexity") or {}).get("input_shape")
+        if shape:
+            shapes.setdefault(r["name"], tuple(shape))
+    if len(set(shapes.values())) <= 1:
+        return str(next(iter(shapes.values()), ()))
+    return "each model's own (" + ", ".join(f"{n} {s}" for n, s in shapes.items()) + ")"
 
 
 def _json_default(o: Any) -> Any:
