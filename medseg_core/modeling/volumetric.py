@@ -421,9 +421,7 @@ class VolumetricSegmentor(nn.Module):
         as the sliding window pads it) or, without a ROI, the whole volume; padded to the stride.
         Network-only latency is measured on this, since the network never sees the whole volume."""
         x = image.to(self.device, torch.float32).unsqueeze(0)
-        if self.roi_size == (-1, -1, -1):
-            self.roi_size = tuple(int(r) for r in self._roi_resolver())
-        if all(self.roi_size):
+        if all(self._resolved_roi()):
             x = x[(..., *(slice(0, r) for r in self.roi_size))]
             pad = [p for r, n in zip(reversed(self.roi_size), reversed(x.shape[2:])) for p in (0, max(0, r - n))]
             x = torch.nn.functional.pad(x, pad)
@@ -435,10 +433,14 @@ class VolumetricSegmentor(nn.Module):
         logits = self.network(xp)
         return logits[..., : size[0], : size[1], : size[2]]
 
-    def _window_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def _resolved_roi(self) -> Tuple[int, int, int]:
+        """The sliding-window ROI, planned from the data on first use when configured as -1."""
         if self.roi_size == (-1, -1, -1):
             self.roi_size = tuple(int(r) for r in self._roi_resolver())
-        if not all(self.roi_size):
+        return self.roi_size
+
+    def _window_logits(self, x: torch.Tensor) -> torch.Tensor:
+        if not all(self._resolved_roi()):
             return self._padded_forward(x)
         from monai.inferers import sliding_window_inference
 
