@@ -242,7 +242,6 @@ def test_compare_cli_arguments(tmp_path):
         Comparison([ModelSpec("a", cfg), ModelSpec("a", cfg)], str(tmp_path))
 
 
-
 def test_complexity_line_names_each_models_shape_when_they_differ():
     from medseg_core.comparison.runner import _complexity_shapes
 

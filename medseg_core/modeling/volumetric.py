@@ -417,8 +417,9 @@ class VolumetricSegmentor(nn.Module):
 
     def network_example(self, image: torch.Tensor) -> torch.Tensor:
         """The ``(1, C, d, h, w)`` tensor the network runs on for one window of ``image``
-        (``(C, D, H, W)``): the first sliding-window ROI (zero-padded where the volume is smaller,
-        as the sliding window pads it) or, without a ROI, the whole volume; padded to the stride.
+        (``(C, D, H, W)``): the first sliding-window ROI (zero-padded to the ROI where the volume is
+        smaller; the sliding window pads to the same size, though on both sides) or, without a ROI,
+        the whole volume; padded to the stride. Only its shape matters for timing.
         Network-only latency is measured on this, since the network never sees the whole volume."""
         x = image.to(self.device, torch.float32).unsqueeze(0)
         if all(self._resolved_roi()):
