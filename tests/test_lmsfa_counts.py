@@ -54,6 +54,7 @@ OTHERS = [
     ("lmsfa_lmsh_lqe.yaml", 1_829_306, None),
     ("ema_placement_all.yaml", 1_829_623, 8.992),
     ("ema_placement_none.yaml", 1_821_111, 8.831),
+    ("diag_c2f_pan_lmsh_bncoef.yaml", 2_619_783, 10.535),
 ]
 
 
@@ -177,7 +178,7 @@ class _HeadOnly(nn.Module):
         return self.head(feats)
 
 
-@pytest.mark.parametrize("head", ["LADH", "LQE", "LMSH_LQE", "EfficientHead"])
+@pytest.mark.parametrize("head", ["LADH", "LQE", "LMSH_LQE", "EfficientHead", "LMSH_BNCoef"])
 def test_comparator_heads_fuse_and_shapes(head):
     torch.manual_seed(0)
     cfg = cfg_for(os.path.join(CFG_DIR, "yolov8seg_n_640.yaml"), "MODEL.LMSFA.HEAD", head)
@@ -187,6 +188,21 @@ def test_comparator_heads_fuse_and_shapes(head):
     out = net(feats)
     assert [t.shape[1] for t in out.box] == [64] * 3 and [t.shape[1] for t in out.cls] == [4] * 3
     _assert_fused_equal(net, feats)
+
+
+def test_lmsh_bncoef_is_lmsh_with_yolov8_coefficient_branch():
+    """The diagnostic head differs from LMSH only in cv4, which is YOLOv8 Segment's, shape for shape."""
+    shapes = {k: ShapeSpec(channels=c, stride=s) for k, c, s in zip(IN_FEATURES, (64, 128, 256), (8, 16, 32))}
+
+    def head_shapes(name):
+        head = build_lmsfa_head(cfg_for(os.path.join(ABL, "tab3_4_c2f_pan_lmsh.yaml"), "MODEL.LMSFA.HEAD", name), shapes)
+        return {k: tuple(v.shape) for k, v in head.state_dict().items()}
+
+    lmsh, diag, segment = head_shapes("LMSH"), head_shapes("LMSH_BNCoef"), head_shapes("Segment")
+    coef = lambda d: {k: v for k, v in d.items() if k.startswith("cv4.")}  # noqa: E731
+    rest = lambda d: {k: v for k, v in d.items() if not k.startswith("cv4.")}  # noqa: E731
+    assert rest(diag) == rest(lmsh)
+    assert coef(diag) == coef(segment) != coef(lmsh)
 
 
 def _model_card():

@@ -27,9 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from ..modules.conv import ConvGNAct, Scale, make_divisible
-from .base import LMSFA_HEAD_REGISTRY, SegmentHeadBase, cls_bias_prior
+from .base import LMSFA_HEAD_REGISTRY, SegmentHeadBase, cls_bias_prior, yolov8_branches
 
-__all__ = ["LMSH"]
+__all__ = ["LMSH", "LMSH_BNCoef"]
 
 
 @LMSFA_HEAD_REGISTRY.register()
@@ -47,12 +47,18 @@ class LMSH(SegmentHeadBase):
         self.cv2 = nn.Conv2d(h, 4 * reg_max, 1)
         self.cv3 = nn.Conv2d(h, num_classes, 1)
         self.scale = nn.ModuleList(Scale(1.0) for _ in in_channels)
-        self.cv4 = nn.ModuleList(
-            nn.Sequential(ConvGNAct(x, c4, 1, gn_groups=gn_groups), ConvGNAct(c4, c4, 3, gn_groups=gn_groups),
-                          nn.Conv2d(c4, num_protos, 1))
+        self.cv4 = self.coefficient_branches(in_channels, c4, num_protos, gn_groups)
+        self.finish_init()
+
+    @staticmethod
+    def coefficient_branches(in_channels: Sequence[int], hidden: int, num_protos: int,
+                             gn_groups: int) -> nn.ModuleList:
+        """Per level: ConvGN 1x1 (ch_i -> hidden) -> ConvGN 3x3 -> Conv 1x1 -> nm (released Segment_LSCD)."""
+        return nn.ModuleList(
+            nn.Sequential(ConvGNAct(x, hidden, 1, gn_groups=gn_groups),
+                          ConvGNAct(hidden, hidden, 3, gn_groups=gn_groups), nn.Conv2d(hidden, num_protos, 1))
             for x in in_channels
         )
-        self.finish_init()
 
     @classmethod
     def extra_args(cls, cfg) -> dict:
@@ -73,3 +79,17 @@ class LMSH(SegmentHeadBase):
     def bias_init(self) -> None:
         self.cv2.bias.fill_(1.0)
         self.cv3.bias.fill_(cls_bias_prior(self.nc, 16))
+
+
+@LMSFA_HEAD_REGISTRY.register()
+class LMSH_BNCoef(LMSH):
+    """Diagnostic, not a paper row: LMSH with YOLOv8 Segment's coefficient branch (CBS 3x3 ->
+    CBS 3x3 -> Conv 1x1, BatchNorm) instead of its GroupNorm 1x1 / 3x3 one. Box / class
+    path unchanged (shared GN convs and predictors), so training it beside Table III row 4
+    tells whether LMSH's mask deficit comes from its coefficient branch or from the shared
+    box / class path (projects/LMSFA/README.md, Table III)."""
+
+    @staticmethod
+    def coefficient_branches(in_channels: Sequence[int], hidden: int, num_protos: int,
+                             gn_groups: int) -> nn.ModuleList:
+        return yolov8_branches(in_channels, hidden, num_protos)
