@@ -55,6 +55,7 @@ OTHERS = [
     ("ema_placement_all.yaml", 1_829_623, 8.992),
     ("ema_placement_none.yaml", 1_821_111, 8.831),
     ("diag_c2f_pan_lmsh_bncoef.yaml", 2_619_783, 10.535),
+    ("diag_c2f_pan_lmsh_bncoef_sameshape.yaml", 2_505_095, 10.168),
 ]
 
 
@@ -178,7 +179,7 @@ class _HeadOnly(nn.Module):
         return self.head(feats)
 
 
-@pytest.mark.parametrize("head", ["LADH", "LQE", "LMSH_LQE", "EfficientHead", "LMSH_BNCoef"])
+@pytest.mark.parametrize("head", ["LADH", "LQE", "LMSH_LQE", "EfficientHead", "LMSH_BNCoef", "LMSH_BNCoefSameShape"])
 def test_comparator_heads_fuse_and_shapes(head):
     torch.manual_seed(0)
     cfg = cfg_for(os.path.join(CFG_DIR, "yolov8seg_n_640.yaml"), "MODEL.LMSFA.HEAD", head)
@@ -203,6 +204,19 @@ def test_lmsh_bncoef_is_lmsh_with_yolov8_coefficient_branch():
     rest = lambda d: {k: v for k, v in d.items() if not k.startswith("cv4.")}  # noqa: E731
     assert rest(diag) == rest(lmsh)
     assert coef(diag) == coef(segment) != coef(lmsh)
+
+
+def test_lmsh_bncoef_same_shape_swaps_only_the_coefficient_norm():
+    """Same tensors as LMSH except that cv4's GroupNorms are BatchNorms (running statistics added)."""
+    shapes = {k: ShapeSpec(channels=c, stride=s) for k, c, s in zip(IN_FEATURES, (64, 128, 256), (8, 16, 32))}
+    cfg = lambda name: cfg_for(os.path.join(ABL, "tab3_4_c2f_pan_lmsh.yaml"), "MODEL.LMSFA.HEAD", name)  # noqa: E731
+    lmsh = build_lmsfa_head(cfg("LMSH"), shapes)
+    diag = build_lmsfa_head(cfg("LMSH_BNCoefSameShape"), shapes)
+    params = lambda m: [(k, tuple(v.shape)) for k, v in m.named_parameters()]  # noqa: E731
+    assert params(diag) == [(k.replace(".gn.", ".bn.") if k.startswith("cv4.") else k, s) for k, s in params(lmsh)]
+    norms = lambda m: {type(x) for x in m.cv4.modules() if isinstance(x, (nn.GroupNorm, nn.BatchNorm2d))}  # noqa: E731
+    assert norms(lmsh) == {nn.GroupNorm} and norms(diag) == {nn.BatchNorm2d}
+    assert {type(x) for x in diag.share_conv.modules() if isinstance(x, nn.GroupNorm)} == {nn.GroupNorm}
 
 
 def _model_card():

@@ -43,7 +43,8 @@ def add_lmsfa_config(cfg) -> None:
     a.SSFF_CHANNELS = 256
     # Head, by name in LMSFA_HEAD_REGISTRY: "LMSH" (LMSF-A), "Segment" (YOLOv8), "LADH", "LQE",
     # "LMSH_LQE", "EfficientHead" (Table VIII comparators), "YOLO11Segment" (YOLO11: depthwise class branch),
-    # "LMSH_BNCoef" (diagnostic: LMSH with YOLOv8's BatchNorm coefficient branch).
+    # "LMSH_BNCoef" (diagnostic: LMSH with YOLOv8's BatchNorm coefficient branch),
+    # "LMSH_BNCoefSameShape" (diagnostic: LMSH's coefficient branch with BatchNorm for GroupNorm).
     a.HEAD = "LMSH"
     # DFL bins per box side (YOLOv8: 16).
     a.REG_MAX = 16

@@ -26,10 +26,10 @@ from typing import Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..modules.conv import ConvGNAct, Scale, make_divisible
+from ..modules.conv import ConvBNAct, ConvGNAct, Scale, make_divisible
 from .base import LMSFA_HEAD_REGISTRY, SegmentHeadBase, cls_bias_prior, yolov8_branches
 
-__all__ = ["LMSH", "LMSH_BNCoef"]
+__all__ = ["LMSH", "LMSH_BNCoef", "LMSH_BNCoefSameShape"]
 
 
 @LMSFA_HEAD_REGISTRY.register()
@@ -93,3 +93,19 @@ class LMSH_BNCoef(LMSH):
     def coefficient_branches(in_channels: Sequence[int], hidden: int, num_protos: int,
                              gn_groups: int) -> nn.ModuleList:
         return yolov8_branches(in_channels, hidden, num_protos)
+
+
+@LMSFA_HEAD_REGISTRY.register()
+class LMSH_BNCoefSameShape(LMSH):
+    """Diagnostic, not a paper row: LMSH whose coefficient branch keeps the released shape
+    (1x1 -> 3x3 -> Conv 1x1, same parameter count) with BatchNorm instead of GroupNorm. Beside
+    LMSH_BNCoef (YOLOv8's 3x3 / 3x3 branch) it tells the normalisation from the branch's
+    shape and size (projects/LMSFA/README.md, Table III)."""
+
+    @staticmethod
+    def coefficient_branches(in_channels: Sequence[int], hidden: int, num_protos: int,
+                             gn_groups: int) -> nn.ModuleList:
+        return nn.ModuleList(
+            nn.Sequential(ConvBNAct(x, hidden, 1), ConvBNAct(hidden, hidden, 3), nn.Conv2d(hidden, num_protos, 1))
+            for x in in_channels
+        )
