@@ -179,7 +179,9 @@ class _HeadOnly(nn.Module):
         return self.head(feats)
 
 
-@pytest.mark.parametrize("head", ["LADH", "LQE", "LMSH_LQE", "EfficientHead", "LMSH_BNCoef", "LMSH_BNCoefSameShape"])
+@pytest.mark.parametrize(
+    "head", ["LADH", "LQE", "LMSH_LQE", "EfficientHead", "LMSH_BNCoef", "LMSH_BNCoefSameShape"]
+)
 def test_comparator_heads_fuse_and_shapes(head):
     torch.manual_seed(0)
     cfg = cfg_for(os.path.join(CFG_DIR, "yolov8seg_n_640.yaml"), "MODEL.LMSFA.HEAD", head)

@@ -9,5 +9,6 @@ from .segment11 import YOLO11Segment
 
 __all__ = [
     "HeadOutputs", "LMSFA_HEAD_REGISTRY", "build_lmsfa_head", "SegmentHeadBase", "IN_FEATURES",
-    "Segment", "YOLO11Segment", "LMSH", "LMSH_BNCoef", "LMSH_BNCoefSameShape", "LADH", "LQE", "LMSH_LQE", "EfficientHead", "LocationQualityEstimator",
+    "Segment", "YOLO11Segment", "LMSH", "LMSH_BNCoef", "LMSH_BNCoefSameShape", "LADH", "LQE", "LMSH_LQE",
+    "EfficientHead", "LocationQualityEstimator",
 ]
