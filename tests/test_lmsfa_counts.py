@@ -179,14 +179,23 @@ class _HeadOnly(nn.Module):
         return self.head(feats)
 
 
+# P3-P5 feature shapes at the n scale (what the heads see from the backbone / neck).
+N_SCALE_SHAPES = {k: ShapeSpec(channels=c, stride=s) for k, c, s in zip(IN_FEATURES, (64, 128, 256), (8, 16, 32))}
+
+
+def row4_head(name):
+    """Table III row 4's head (C2f, PAN) built under the given head name."""
+    cfg = cfg_for(os.path.join(ABL, "tab3_4_c2f_pan_lmsh.yaml"), "MODEL.LMSFA.HEAD", name)
+    return build_lmsfa_head(cfg, N_SCALE_SHAPES)
+
+
 @pytest.mark.parametrize(
     "head", ["LADH", "LQE", "LMSH_LQE", "EfficientHead", "LMSH_BNCoef", "LMSH_BNCoefSameShape"]
 )
 def test_comparator_heads_fuse_and_shapes(head):
     torch.manual_seed(0)
     cfg = cfg_for(os.path.join(CFG_DIR, "yolov8seg_n_640.yaml"), "MODEL.LMSFA.HEAD", head)
-    shapes = {k: ShapeSpec(channels=c, stride=s) for k, c, s in zip(IN_FEATURES, (64, 128, 256), (8, 16, 32))}
-    net = _HeadOnly(build_lmsfa_head(cfg, shapes))
+    net = _HeadOnly(build_lmsfa_head(cfg, N_SCALE_SHAPES))
     feats = [torch.randn(1, c, 8 // i, 8 // i) for c, i in zip((64, 128, 256), (1, 2, 4))]
     out = net(feats)
     assert [t.shape[1] for t in out.box] == [64] * 3 and [t.shape[1] for t in out.cls] == [4] * 3
@@ -195,11 +204,9 @@ def test_comparator_heads_fuse_and_shapes(head):
 
 def test_lmsh_bncoef_is_lmsh_with_yolov8_coefficient_branch():
     """The diagnostic head differs from LMSH only in cv4, which is YOLOv8 Segment's, shape for shape."""
-    shapes = {k: ShapeSpec(channels=c, stride=s) for k, c, s in zip(IN_FEATURES, (64, 128, 256), (8, 16, 32))}
 
     def head_shapes(name):
-        head = build_lmsfa_head(cfg_for(os.path.join(ABL, "tab3_4_c2f_pan_lmsh.yaml"), "MODEL.LMSFA.HEAD", name), shapes)
-        return {k: tuple(v.shape) for k, v in head.state_dict().items()}
+        return {k: tuple(v.shape) for k, v in row4_head(name).state_dict().items()}
 
     lmsh, diag, segment = head_shapes("LMSH"), head_shapes("LMSH_BNCoef"), head_shapes("Segment")
     coef = lambda d: {k: v for k, v in d.items() if k.startswith("cv4.")}  # noqa: E731
@@ -210,10 +217,7 @@ def test_lmsh_bncoef_is_lmsh_with_yolov8_coefficient_branch():
 
 def test_lmsh_bncoef_same_shape_swaps_only_the_coefficient_norm():
     """Same tensors as LMSH except that cv4's GroupNorms are BatchNorms (running statistics added)."""
-    shapes = {k: ShapeSpec(channels=c, stride=s) for k, c, s in zip(IN_FEATURES, (64, 128, 256), (8, 16, 32))}
-    cfg = lambda name: cfg_for(os.path.join(ABL, "tab3_4_c2f_pan_lmsh.yaml"), "MODEL.LMSFA.HEAD", name)  # noqa: E731
-    lmsh = build_lmsfa_head(cfg("LMSH"), shapes)
-    diag = build_lmsfa_head(cfg("LMSH_BNCoefSameShape"), shapes)
+    lmsh, diag = row4_head("LMSH"), row4_head("LMSH_BNCoefSameShape")
     params = lambda m: [(k, tuple(v.shape)) for k, v in m.named_parameters()]  # noqa: E731
     assert params(diag) == [(k.replace(".gn.", ".bn.") if k.startswith("cv4.") else k, s) for k, s in params(lmsh)]
     norms = lambda m: {type(x) for x in m.cv4.modules() if isinstance(x, (nn.GroupNorm, nn.BatchNorm2d))}  # noqa: E731

@@ -21,7 +21,8 @@ Params at nc = 4, ch = 64/128/256, h = 64: 245 559.
 """
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from functools import partial
+from typing import Callable, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +31,16 @@ from ..modules.conv import ConvBNAct, ConvGNAct, Scale, make_divisible
 from .base import LMSFA_HEAD_REGISTRY, SegmentHeadBase, cls_bias_prior, yolov8_branches
 
 __all__ = ["LMSH", "LMSH_BNCoef", "LMSH_BNCoefSameShape"]
+
+
+def lmsh_coefficient_branches(in_channels: Sequence[int], hidden: int, num_protos: int,
+                              conv: Callable[[int, int, int], nn.Module]) -> nn.ModuleList:
+    """LMSH's coefficient branch for every level i: conv 1x1 (ch_i -> hidden) -> conv 3x3 -> Conv 1x1 -> nm;
+    ``conv(c1, c2, k)`` is the normalised conv block (ConvGN in the released head)."""
+    return nn.ModuleList(
+        nn.Sequential(conv(x, hidden, 1), conv(hidden, hidden, 3), nn.Conv2d(hidden, num_protos, 1))
+        for x in in_channels
+    )
 
 
 @LMSFA_HEAD_REGISTRY.register()
@@ -54,11 +65,7 @@ class LMSH(SegmentHeadBase):
     def coefficient_branches(in_channels: Sequence[int], hidden: int, num_protos: int,
                              gn_groups: int) -> nn.ModuleList:
         """Per level: ConvGN 1x1 (ch_i -> hidden) -> ConvGN 3x3 -> Conv 1x1 -> nm (released Segment_LSCD)."""
-        return nn.ModuleList(
-            nn.Sequential(ConvGNAct(x, hidden, 1, gn_groups=gn_groups),
-                          ConvGNAct(hidden, hidden, 3, gn_groups=gn_groups), nn.Conv2d(hidden, num_protos, 1))
-            for x in in_channels
-        )
+        return lmsh_coefficient_branches(in_channels, hidden, num_protos, partial(ConvGNAct, gn_groups=gn_groups))
 
     @classmethod
     def extra_args(cls, cfg) -> dict:
@@ -105,7 +112,4 @@ class LMSH_BNCoefSameShape(LMSH):
     @staticmethod
     def coefficient_branches(in_channels: Sequence[int], hidden: int, num_protos: int,
                              gn_groups: int) -> nn.ModuleList:
-        return nn.ModuleList(
-            nn.Sequential(ConvBNAct(x, hidden, 1), ConvBNAct(hidden, hidden, 3), nn.Conv2d(hidden, num_protos, 1))
-            for x in in_channels
-        )
+        return lmsh_coefficient_branches(in_channels, hidden, num_protos, ConvBNAct)
