@@ -56,6 +56,7 @@ OTHERS = [
     ("ema_placement_none.yaml", 1_821_111, 8.831),
     ("diag_c2f_pan_lmsh_bncoef.yaml", 2_619_783, 10.535),
     ("diag_c2f_pan_lmsh_bncoef_sameshape.yaml", 2_505_095, 10.168),
+    ("diag_lmsfa_bncoef_sameshape.yaml", 1_825_079, 8.882),
 ]
 
 
