@@ -99,6 +99,19 @@ def test_markdown_marks_paper_rows():
     assert "| swin_mask_rcnn | 20.0 | **60.0** |" in pc
 
 
+def test_marks_rank_the_printed_values():
+    # 0.004 and 0.001 both print as 0.0, 14.44 and 14.36 both as 14.4: printed ties share the mark
+    runs = [_run("a", 0, 11.04, 3.8, 4.2, 70, 15, 11, 1e6, 8, 4, 200, 60, {"duct": 0.004, "gb": 14.44}),
+            _run("b", 0, 11.01, 2.0, 3.4, 70, 10, 10, 3e6, 12, 6, 250, 60, {"duct": 0.001, "gb": 14.36}),
+            _run("c", 0, 6.7, 1.4, 1.4, 60, 9, 9, 3e6, 10, 5, 300, 60, {"duct": 0.0, "gb": 4.7})]
+    md = render_markdown(summarize(runs, "coco", ["a", "b", "c"], None), "coco", {}, None)
+    a, b = _cells(md, "a"), _cells(md, "b")
+    assert a["mask mAP50"] == "**11.0**" and b["mask mAP50"] == "**11.0**"  # a printed tie
+    pc = md[md.index("## mask AP"):]
+    assert "| a | 0.0 | **14.4** |" in pc and "| b | 0.0 | <u>14.4</u> |" not in pc
+    assert "| b | 0.0 | **14.4** |" in pc and "| c | 0.0 | <u>4.7</u> |" in pc
+
+
 def test_table_has_every_column(tmp_path):
     s = summarize(PAPER_ROWS, "coco", ORDER, reference="lmsfa")
     md = render_markdown(s, "coco", {"test_set": "t"}, "lmsfa")

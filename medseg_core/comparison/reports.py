@@ -26,6 +26,12 @@ def _columns(task: str, summaries: Optional[List[ModelSummary]] = None) -> List[
         return cols + extra
     return cols + [c for c in extra if any(math.isfinite(s.mean.get(c.key, NAN)) for s in summaries)]
 
+def _as_shown(fmt: str, values: List[float]) -> List[float]:
+    """The values rounded as the table prints them, so that marks never single out a row whose
+    printed value ties another's (0.004 and 0.001 both print as 0.0)."""
+    return [float(fmt.format(v)) if math.isfinite(v) else NAN for v in values]
+
+
 def _fmt(col: Column, mean: float, std: float, n: int) -> str:
     if not math.isfinite(mean):
         return "–"
@@ -38,7 +44,8 @@ def _fmt(col: Column, mean: float, std: float, n: int) -> str:
 def render_markdown(summaries: List[ModelSummary], task: str, info: Dict[str, Any], reference: Optional[str]) -> str:
     """The comparison as a Markdown document: header, main table (marks), per-class table."""
     cols = _columns(task, summaries)
-    marks = {c.key: rank_marks([s.mean.get(c.key, NAN) for s in summaries], c.higher_is_better) for c in cols}
+    marks = {c.key: rank_marks(_as_shown(c.fmt, [s.mean.get(c.key, NAN) for s in summaries]), c.higher_is_better)
+             for c in cols}
     show_p = reference is not None and any(math.isfinite(s.p_value) for s in summaries)
     lines = [f"# Model comparison: {TASKS[task].name} on `{info.get('test_set', '?')}`", ""]
     for k in INFO_KEYS:
@@ -75,7 +82,8 @@ def render_markdown(summaries: List[ModelSummary], task: str, info: Dict[str, An
         lines += ["", f"## {TASKS[task].per_class_header}", ""]
         lines.append("| Model | " + " | ".join(classes) + " |")
         lines.append("|---|" + "|".join(["---:"] * len(classes)) + "|")
-        pc_marks = {c: rank_marks([s.per_class.get(c, NAN) for s in summaries], True) for c in classes}
+        pc_marks = {c: rank_marks(_as_shown("{:.1f}", [s.per_class.get(c, NAN) for s in summaries]), True)
+                    for c in classes}
         for i, s in enumerate(summaries):
             cells = []
             for c in classes:
