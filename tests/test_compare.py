@@ -112,6 +112,28 @@ def test_marks_rank_the_printed_values():
     assert "| b | 0.0 | **14.4** |" in pc and "| c | 0.0 | <u>4.7</u> |" in pc
 
 
+
+def test_tradeoff_plot_names_every_marker():
+    # three Mask R-CNNs at the same GFLOPs (the measured endoscapes case): each marker carries
+    # its number, in GFLOPs order, at its own centre, and the legend names that number
+    from medseg_core.comparison import tradeoff_figure
+
+    runs = [_run("rcnn_r50", 0, 1, 0.3, 0.5, 1, 1, 1, 44.0e6, 317.0, 158, 2600, 60),
+            _run("lmsfa", 0, 11, 3.8, 4.2, 1, 1, 1, 1.8e6, 8.8, 4.4, 239, 60),
+            _run("rcnn_swin", 0, 3, 0.8, 2.0, 1, 1, 1, 47.4e6, 317.5, 159, 2700, 60),
+            _run("rcnn_cnx", 0, 6, 1.6, 2.5, 1, 1, 1, 47.7e6, 317.2, 159, 2600, 60)]
+    fig, drawn = tradeoff_figure(summarize(runs, "coco", [r["name"] for r in runs], None), "coco", {})
+    try:
+        ax = fig.axes[0]
+        numbers = {t.get_text(): t.xy for t in ax.texts}
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    finally:
+        fig.clf()
+    assert drawn and legend == ["1  lmsfa (1.8 M)", "2  rcnn_r50 (44.0 M)", "3  rcnn_cnx (47.7 M)",
+                                "4  rcnn_swin (47.4 M)"]
+    assert numbers == {"1": (8.8, 3.8), "2": (317.0, 0.3), "3": (317.2, 1.6), "4": (317.5, 0.8)}
+
+
 def test_table_has_every_column(tmp_path):
     s = summarize(PAPER_ROWS, "coco", ORDER, reference="lmsfa")
     md = render_markdown(s, "coco", {"test_set": "t"}, "lmsfa")

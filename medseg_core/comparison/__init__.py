@@ -19,7 +19,7 @@ from .metrics import (
     EFFICIENCY_COLUMNS, TASKS, TRAINING_COLUMNS, Column, TaskSpec, extract_metrics, per_class_values,
     precision_recall_at_best_f1, table_columns, task_of_dataset,
 )
-from .plots import plot_curves, plot_tradeoff
+from .plots import plot_curves, plot_tradeoff, tradeoff_figure
 from .protocol import Protocol, train_set_size
 from .reports import render_markdown, write_csv, write_per_class_csv, write_runs_csv
 from .runner import Comparison, ModelSpec, config_diff
@@ -29,7 +29,8 @@ __all__ = [
     "Column", "TaskSpec", "TASKS", "EFFICIENCY_COLUMNS", "TRAINING_COLUMNS", "table_columns",
     "precision_recall_at_best_f1", "extract_metrics", "per_class_values", "task_of_dataset",
     "rank_marks", "welch_one_sided_p", "ModelSummary", "summarize", "unify_flops_convention",
-    "render_markdown", "write_csv", "write_per_class_csv", "write_runs_csv", "plot_tradeoff", "plot_curves",
+    "render_markdown", "write_csv", "write_per_class_csv", "write_runs_csv",
+    "plot_tradeoff", "tradeoff_figure", "plot_curves",
     "Protocol", "train_set_size", "CurveSummary", "curve_rows", "summarize_curves", "write_curve_csv",
     "ModelSpec", "Comparison", "config_diff",
 ]

@@ -10,7 +10,7 @@ from .curves import CurveSummary
 from .metrics import NAN, TASKS
 from .stats import ModelSummary
 
-__all__ = ["plot_tradeoff", "plot_curves"]
+__all__ = ["plot_tradeoff", "tradeoff_figure", "plot_curves"]
 
 
 def _pyplot():
@@ -24,7 +24,19 @@ def _pyplot():
 
 def plot_tradeoff(summaries: List[ModelSummary], task: str, path: str, info: Dict[str, Any]) -> bool:
     """Primary metric against GFLOPs (paper convention), point area by parameter count (the
-    LMSF-A paper's Fig. 6). Returns False when no model has both numbers."""
+    LMSF-A paper's Fig. 6), saved to ``path``. Returns False when no model has both numbers."""
+    plt = _pyplot()
+    fig, drawn = tradeoff_figure(summaries, task, info)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return drawn
+
+
+def tradeoff_figure(summaries: List[ModelSummary], task: str, info: Dict[str, Any]):
+    """The trade-off figure (caller saves and closes it) and whether any model is on it. Each
+    marker carries its number, in GFLOPs order, and the legend names the numbers."""
     plt = _pyplot()
 
     primary = TASKS[task].primary
@@ -32,17 +44,26 @@ def plot_tradeoff(summaries: List[ModelSummary], task: str, path: str, info: Dic
     pts = [(s.name, s.mean.get("gflops_paper", NAN), s.mean.get(primary, NAN), s.mean.get("params_m", NAN))
            for s in summaries]
     pts = [p for p in pts if math.isfinite(p[1]) and math.isfinite(p[2])]
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=120)
     if pts:
+        # Heavy models cluster at the same GFLOPs, where text beside the markers stacks up and
+        # cannot be told apart; a number on each marker and a colour-matched legend cannot.
+        from matplotlib.lines import Line2D
+
+        pts.sort(key=lambda p: p[1])
+        colors = plt.get_cmap("tab10" if len(pts) <= 10 else "tab20")
         pmax = max((p[3] for p in pts if math.isfinite(p[3])), default=1.0) or 1.0
-        for i, (name, x, y, params) in enumerate(sorted(pts, key=lambda p: p[1])):
+        handles = []
+        for i, (name, x, y, params) in enumerate(pts):
+            color = colors(i % colors.N)
             size = 40 + 1500 * (params / pmax if math.isfinite(params) else 0.0)
-            ax.scatter([x], [y], s=size, alpha=0.55, edgecolors="black", zorder=2)
-            label = f"{name}\n{params:.1f} M" if math.isfinite(params) else name
-            # alternate above/below so that neighbours' labels do not overlap
-            r = math.sqrt(size) / 2 + 3  # marker radius in points (s is the area in points^2)
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(0, r if i % 2 == 0 else -r),
-                        ha="center", va="bottom" if i % 2 == 0 else "top", fontsize=7, zorder=3)
+            ax.scatter([x], [y], s=size, color=color, alpha=0.55, edgecolors="black", zorder=2)
+            ax.annotate(str(i + 1), (x, y), ha="center", va="center", fontsize=7, fontweight="bold", zorder=3)
+            label = f"{i + 1}  {name} ({params:.1f} M)" if math.isfinite(params) else f"{i + 1}  {name}"
+            handles.append(Line2D([], [], marker="o", linestyle="", markersize=7, markerfacecolor=color,
+                                  markeredgecolor="black", alpha=0.8, label=label))
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  borderaxespad=0.0, frameon=False, title="model (params)", title_fontsize=7)
         xs, ys = [p[1] for p in pts], [p[2] for p in pts]
         if min(xs) > 0 and max(xs) / min(xs) > 20:
             ax.set_xscale("log")
@@ -56,11 +77,7 @@ def plot_tradeoff(summaries: List[ModelSummary], task: str, path: str, info: Dic
     ax.set_ylabel(ycol.header)
     ax.set_title(f"{ycol.header} vs. GFLOPs on {info.get('test_set', '')} (area ~ params)", fontsize=10)
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return bool(pts)
+    return fig, bool(pts)
 
 
 def plot_curves(curves: List[CurveSummary], task: str, path: str, info: Dict[str, Any]) -> bool:
