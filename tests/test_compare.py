@@ -112,7 +112,6 @@ def test_marks_rank_the_printed_values():
     assert "| b | 0.0 | **14.4** |" in pc and "| c | 0.0 | <u>4.7</u> |" in pc
 
 
-
 def test_tradeoff_plot_names_every_marker():
     # three Mask R-CNNs at the same GFLOPs (the measured endoscapes case): each marker carries
     # its number, in GFLOPs order, at its own centre, and the legend names that number
@@ -128,7 +127,9 @@ def test_tradeoff_plot_names_every_marker():
         numbers = {t.get_text(): t.xy for t in ax.texts}
         legend = [t.get_text() for t in ax.get_legend().get_texts()]
     finally:
-        fig.clf()
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     assert drawn and legend == ["1  lmsfa (1.8 M)", "2  rcnn_r50 (44.0 M)", "3  rcnn_cnx (47.7 M)",
                                 "4  rcnn_swin (47.4 M)"]
     assert numbers == {"1": (8.8, 3.8), "2": (317.0, 0.3), "3": (317.2, 1.6), "4": (317.5, 0.8)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from .curves import CurveSummary
 from .metrics import NAN, TASKS
@@ -34,7 +34,7 @@ def plot_tradeoff(summaries: List[ModelSummary], task: str, path: str, info: Dic
     return drawn
 
 
-def tradeoff_figure(summaries: List[ModelSummary], task: str, info: Dict[str, Any]):
+def tradeoff_figure(summaries: List[ModelSummary], task: str, info: Dict[str, Any]) -> Tuple[Any, bool]:
     """The trade-off figure (caller saves and closes it) and whether any model is on it. Each
     marker carries its number, in GFLOPs order, and the legend names the numbers."""
     plt = _pyplot()
@@ -59,9 +59,9 @@ def tradeoff_figure(summaries: List[ModelSummary], task: str, info: Dict[str, An
             size = 40 + 1500 * (params / pmax if math.isfinite(params) else 0.0)
             ax.scatter([x], [y], s=size, color=color, alpha=0.55, edgecolors="black", zorder=2)
             ax.annotate(str(i + 1), (x, y), ha="center", va="center", fontsize=7, fontweight="bold", zorder=3)
-            label = f"{i + 1}  {name} ({params:.1f} M)" if math.isfinite(params) else f"{i + 1}  {name}"
+            size_note = f" ({params:.1f} M)" if math.isfinite(params) else ""
             handles.append(Line2D([], [], marker="o", linestyle="", markersize=7, markerfacecolor=color,
-                                  markeredgecolor="black", alpha=0.8, label=label))
+                                  markeredgecolor="black", alpha=0.8, label=f"{i + 1}  {name}{size_note}"))
         ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
                   borderaxespad=0.0, frameon=False, title="model (params)", title_fontsize=7)
         xs, ys = [p[1] for p in pts], [p[2] for p in pts]
